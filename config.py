@@ -1,0 +1,85 @@
+"""Configuration: read from the environment with sane defaults, nothing hard-coded."""
+
+from __future__ import annotations
+
+import os
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(name: str, default: float) -> float:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+class Config:
+    """Settings for a running Relay; every value can be set in the environment."""
+
+    SECRET_KEY = _env("SECRET_KEY")  # generated into the instance folder when unset
+    DATABASE_URL = _env("DATABASE_URL")  # default: SQLite in the instance folder
+    REDIS_URL = _env("REDIS_URL")
+
+    CHAT_PROVIDER = _env("CHAT_PROVIDER")  # "openai" | "demo"; default decided by the keys below
+    OPENAI_API_KEY = _env("OPENAI_API_KEY")
+    OPENAI_BASE_URL = _env("OPENAI_BASE_URL")
+    CHAT_MODEL = _env("CHAT_MODEL")
+    SYSTEM_PROMPT = _env("SYSTEM_PROMPT", "You are a helpful assistant. Answer in Markdown.")
+    OPENAI_CONNECT_TIMEOUT_S = _float("OPENAI_CONNECT_TIMEOUT_S", 10.0)
+    OPENAI_READ_TIMEOUT_S = _float("OPENAI_READ_TIMEOUT_S", 60.0)
+    DEMO_TOKEN_DELAY_MS = _int("DEMO_TOKEN_DELAY_MS", 35)
+
+    STREAM_CHUNKING = _env("STREAM_CHUNKING", "word")
+    STREAM_THROTTLE_MS = _int("STREAM_THROTTLE_MS", 100)
+    STREAM_MAX_LAG_MS = _int("STREAM_MAX_LAG_MS", 1000)
+    DRIVER_GRACE_MS = _int("DRIVER_GRACE_MS", 2000)
+    HEARTBEAT_S = _float("HEARTBEAT_S", 5.0)
+    STALE_AFTER_S = _float("STALE_AFTER_S", 30.0)
+    POLL_INTERVAL_MS = _int("POLL_INTERVAL_MS", 1000)
+    SSE_KEEPALIVE_S = _float("SSE_KEEPALIVE_S", 15.0)
+    SSE_RETRY_MS = _int("SSE_RETRY_MS", 1000)
+    # A follower that cannot see the live generation re-reads the database at least this often.
+    RESUME_POLL_S = _float("RESUME_POLL_S", 1.0)
+
+    CANCEL_WAIT_S = _float("CANCEL_WAIT_S", 2.0)
+    MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 32000)
+    MAX_CONTENT_LENGTH = _int("MAX_REQUEST_BYTES", 256 * 1024)
+    HISTORY_MESSAGES = _int("HISTORY_MESSAGES", 40)
+    PAGE_SIZE = _int("PAGE_SIZE", 30)
+    RATE_LIMIT = _env("RATE_LIMIT", "30/minute")
+
+    SESSION_COOKIE_NAME = "relay_session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    PERMANENT_SESSION_LIFETIME = 60 * 60 * 24 * 365
+
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
+    TESTING = False
+
+
+class TestConfig(Config):
+    """Settings for the test suite: in-memory-fast SQLite file, demo model without delays."""
+
+    TESTING = True
+    SECRET_KEY = "test-secret-key"
+    CHAT_PROVIDER = "demo"
+    DEMO_TOKEN_DELAY_MS = 0
+    STREAM_THROTTLE_MS = 20
+    DRIVER_GRACE_MS = 60_000  # tests start generations explicitly

@@ -1,0 +1,71 @@
+"""The interface every model backend implements: a stream of Chunks, failures as ProviderError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of a reply: new text, and on the last step the finish reason and/or usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    # {"prompt_tokens": int, "completion_tokens": int, "total_tokens": int} when known.
+    usage: dict[str, Any] | None = None
+
+
+class ProviderError(Exception):
+    """A model failure to show the user; `reason` is short, user-facing and never holds a secret."""
+
+    def __init__(self, reason: str, *, retryable: bool = False,
+                 retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles only `args`; keep the keyword-only details across processes too.
+        return (_rebuild_provider_error,
+                (type(self), self.reason, self.retryable, self.retry_after, self.status))
+
+
+def _rebuild_provider_error(cls: type[ProviderError], reason: str, retryable: bool,
+                            retry_after: float | None, status: int | None) -> ProviderError:
+    return cls(reason, retryable=retryable, retry_after=retry_after, status=status)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model backend: `name` ("openai" | "demo"), `model` (sent upstream), `label` (shown)."""
+
+    name: str
+    model: str
+    label: str
+
+    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
+        """Stream the model's reply to `messages` as Chunks; every failure is a ProviderError.
+
+        `messages` are {"role": "system" | "user" | "assistant", "content": str}, oldest
+        first. Returns a generator; nothing is sent upstream until it is first advanced.
+        It yields a Chunk with non-empty `text` for every piece of the reply as it arrives,
+        and ends with at least one Chunk carrying `finish_reason` and/or `usage`.
+
+        Any failure of the model is raised as ProviderError with a short, human reason:
+        an HTTP error status before the stream starts, a connect timeout, a read (idle)
+        timeout, a dropped connection, an error event mid-stream, or a stream that ends
+        without a finish reason (a cut-off reply is an error, never a complete one). Text
+        yielded before the error stays valid. The reason never contains the API key, a
+        stack trace or an object repr.
+
+        Calling `.close()` on the generator closes the upstream HTTP response right away,
+        so a cancelled reply stops being generated (and paid for).
+        """
+        ...

@@ -1,0 +1,125 @@
+"""Relay's data: threads, their messages, and the deltas of replies being written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Any
+
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+ROLES = ("user", "assistant", "system")
+PENDING, STREAMING = "pending", "streaming"
+COMPLETE, ERROR, ABORTED, INTERRUPTED = "complete", "error", "aborted", "interrupted"
+ACTIVE_STATUSES = (PENDING, STREAMING)
+TERMINAL_STATUSES = (COMPLETE, ERROR, ABORTED, INTERRUPTED)
+STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now: one convention for every database Relay runs on."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Thread(db.Model):
+    __tablename__ = "threads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="New thread")
+    share_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="thread", order_by="Message.id", cascade="all, delete-orphan",
+        lazy="raise_on_sql",
+    )
+
+    @property
+    def channel(self) -> str:
+        """The hub channel on which this thread's changes are published."""
+        return thread_channel(self.id)
+
+    @staticmethod
+    def new_share_token() -> str:
+        return secrets.token_urlsafe(24)
+
+
+def thread_channel(thread_id: int) -> str:
+    """Hub channel name of one thread (never a global broadcast)."""
+    return f"thread:{thread_id}"
+
+
+class Message(db.Model):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_thread_id_id", "thread_id", "id"),
+                      Index("ix_messages_status_heartbeat", "status", "heartbeat_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default=COMPLETE)
+    error: Mapped[str | None] = mapped_column(String(500))
+    model: Mapped[str | None] = mapped_column(String(200))
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    ttft_ms: Mapped[int | None] = mapped_column()
+    duration_ms: Mapped[int | None] = mapped_column()
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    thread: Mapped[Thread] = relationship(back_populates="messages")
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def timings(self) -> dict[str, int | None]:
+        return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+
+    def to_json(self, text: str | None = None) -> dict[str, Any]:
+        """The contract's JSON shape; `text` overrides content for a reply still streaming."""
+        return {
+            "id": self.id,
+            "thread_id": self.thread_id,
+            "role": self.role,
+            "status": self.status,
+            "content": self.content if text is None else text,
+            "error": self.error,
+            "model": self.model,
+            "usage": self.usage,
+            "timings": self.timings,
+            "created_at": self.created_at.isoformat() + "Z",
+        }
+
+
+class StreamDelta(db.Model):
+    """A persisted slice [start, end) of a reply still being written, in code points."""
+
+    __tablename__ = "stream_deltas"
+    __table_args__ = (
+        UniqueConstraint("message_id", "start", name="uq_stream_deltas_message_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # (message_id, start) is unique, so that index also serves reads by message.
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    start: Mapped[int] = mapped_column()
+    end: Mapped[int] = mapped_column()
+    text: Mapped[str] = mapped_column(Text)

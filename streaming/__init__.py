@@ -1,0 +1,1 @@
+"""The streaming engine: generations, the batched delta writer, fan-out and resumable reading."""

@@ -1,0 +1,156 @@
+"""The per-worker engine that starts, tracks and stops generations; owned by the app."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import gevent
+from flask import Flask
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from llm import Provider
+from models import ACTIVE_STATUSES, Message, thread_channel
+
+from .chunking import make_chunker
+from .claim import claim_generation
+from .generation import Generation, GenerationCancelled, run_generation
+from .history import build_history
+from .hub import InProcessHub
+from .reader import CursorError, ReadItem, persisted_text_after, read_live, read_persisted
+from .writer import DeltaWriter
+
+log = logging.getLogger(__name__)
+
+
+class ReplyEngine:
+    """Generations running in this worker, their delta writer, and the hub.
+
+    Greenlets start lazily on first use, so a forking server starts them in each worker,
+    never in the master. Everything a test may want to replace (provider, hub, clock) is
+    a constructor argument.
+    """
+
+    def __init__(self, app: Flask, provider: Provider, hub: InProcessHub, *,
+                 db_engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
+        config = app.config
+        self.app = app
+        self._sessions = sessionmaker(db_engine, expire_on_commit=False)
+        self.provider = provider
+        self.hub = hub
+        self.clock = clock
+        self.generations: dict[int, Generation] = {}
+        self.writer = DeltaWriter(
+            self.session, hub,
+            chunker=make_chunker(config["STREAM_CHUNKING"]),
+            throttle_s=config["STREAM_THROTTLE_MS"] / 1000,
+            max_lag_s=config["STREAM_MAX_LAG_MS"] / 1000,
+            heartbeat_s=config["HEARTBEAT_S"],
+            clock=clock,
+            on_finalized=self._forget,
+            on_cancel=self._cancel_local)
+        self._headless: set[gevent.Greenlet] = set()
+
+    def session(self) -> Session:
+        """A new session of its own: one per greenlet, never shared."""
+        return self._sessions()
+
+    # -- starting ---------------------------------------------------------------------
+    def claim_and_start(self, message_id: int) -> Generation | None:
+        """Claim a pending reply and generate it here; None when someone else has it."""
+        with self.app.app_context(), self.session() as session:
+            if not claim_generation(session, message_id):
+                return None
+            message = session.get(Message, message_id)
+            history = build_history(session, message,
+                                    system_prompt=self.app.config["SYSTEM_PROMPT"],
+                                    limit=self.app.config["HISTORY_MESSAGES"])
+            return self._start(message, history)
+
+    def _start(self, message: Message, history: list[dict[str, str]]) -> Generation:
+        generation = Generation(message.id, message.thread_id, prefix=message.content,
+                                clock=self.clock)
+        self.generations[message.id] = generation
+        self.writer.add(generation)
+        generation.greenlet = gevent.spawn(run_generation, generation, self.provider, history,
+                                           self._generation_ended)
+        self.hub.publish(thread_channel(message.thread_id),
+                         {"type": "started", "message": message.id, "end": generation.end})
+        return generation
+
+    def schedule_headless(self, message_id: int, delay_s: float | None = None) -> None:
+        """Start the reply here after the driver's grace period if no tab has claimed it."""
+        delay = self.app.config["DRIVER_GRACE_MS"] / 1000 if delay_s is None else delay_s
+        greenlet = gevent.spawn_later(delay, self._headless_start, message_id)
+        self._headless.add(greenlet)
+        greenlet.link(self._headless.discard)
+
+    def _headless_start(self, message_id: int) -> None:
+        try:
+            if self.claim_and_start(message_id) is not None:
+                log.info("message %s had no driver; generating it headless", message_id)
+        except Exception:
+            log.exception("headless start of message %s failed", message_id)
+
+    def _generation_ended(self, generation: Generation) -> None:
+        self.writer.wake()
+
+    def _forget(self, generation: Generation) -> None:
+        self.generations.pop(generation.message_id, None)
+
+    # -- stopping ---------------------------------------------------------------------
+    def cancel(self, message_id: int) -> bool:
+        """Stop a generation running in this worker now; False when it is not here."""
+        generation = self.generations.get(message_id)
+        if generation is None or generation.done:
+            return False
+        self._cancel_local(generation)
+        return True
+
+    def _cancel_local(self, generation: Generation) -> None:
+        generation.cancel_requested = True
+        if generation.greenlet is not None and not generation.greenlet.dead:
+            # Raised inside the greenlet even mid-read, so the upstream response closes now.
+            generation.greenlet.kill(GenerationCancelled, block=False)
+
+    # -- reading ----------------------------------------------------------------------
+    def local(self, message_id: int) -> Generation | None:
+        return self.generations.get(message_id)
+
+    def read(self, message: Message, cursor: int) -> Iterator[ReadItem]:
+        """Every change of `message` after `cursor`: live if it runs here, else persisted.
+
+        Raises CursorError at once for a cursor past the end of what can exist.
+        """
+        config = self.app.config
+        generation = self.local(message.id)
+        if generation is not None:
+            if cursor > generation.end:
+                raise CursorError(f"cursor {cursor} is past the reply's end ({generation.end})")
+            return read_live(generation, cursor, idle_s=config["SSE_KEEPALIVE_S"])
+        if message.is_terminal and cursor > len(message.content):
+            raise CursorError(f"cursor {cursor} is past the reply's end ({len(message.content)})")
+        return read_persisted(
+            self.session, message.id, cursor,
+            subscribe=lambda: self.hub.subscribe(thread_channel(message.thread_id)),
+            local=lambda: self.local(message.id),
+            poll_s=config["RESUME_POLL_S"], idle_s=config["SSE_KEEPALIVE_S"], clock=self.clock)
+
+    def current_text(self, message: Message, session: Session) -> str:
+        """The freshest text of a message this worker can see (live, else persisted)."""
+        generation = self.local(message.id)
+        if generation is not None:
+            return generation.text
+        if message.status in ACTIVE_STATUSES:
+            return persisted_text_after(session, message, 0)
+        return message.content
+
+    # -- health and shutdown ----------------------------------------------------------
+    def health(self) -> dict:
+        stats = self.writer.stats
+        return {"active_generations": len(self.generations),
+                "writer": {"commits": stats.commits, "deltas": stats.deltas,
+                           "finalized": stats.finalized, "failures": stats.failures,
+                           "ticks": stats.ticks}}

@@ -1,0 +1,152 @@
+"""One reply being generated in this worker: the model's tokens in memory, in order, by offset."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+from gevent.event import Event
+
+from llm import Provider, ProviderError
+from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
+
+log = logging.getLogger(__name__)
+
+INTERNAL_ERROR_REASON = "Relay hit an internal error while generating this reply."
+
+
+class GenerationCancelled(gevent.GreenletExit):
+    """Raised inside a generation greenlet to stop it now, even mid-read from the model."""
+
+
+class Generation:
+    """The live text of one assistant message, readable from any offset while it grows.
+
+    Offsets count code points of the whole reply. `prefix` is text the message already
+    had (a continued reply); the model's tokens are appended after it. The delta writer
+    owns `persisted_end`; readers use `text_between`, `end` and `wait_for_change`.
+    """
+
+    def __init__(self, message_id: int, thread_id: int, *, prefix: str = "",
+                 clock: Callable[[], float]) -> None:
+        self.message_id = message_id
+        self.thread_id = thread_id
+        self.clock = clock
+        self._pieces: list[str] = [prefix] if prefix else []
+        self._ends: list[int] = [len(prefix)] if prefix else []
+        self.start_offset = len(prefix)
+        self.end = len(prefix)
+        self.status: str | None = None  # the terminal status once the model is done
+        self.error: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.cancel_requested = False
+        self.started_at = clock()
+        self.first_token_at: float | None = None
+        self.finished_at: float | None = None
+        self.finalized = Event()  # set once the terminal state is committed
+        self._changed = Event()
+        # Writer bookkeeping: what the database has, and when it last heard from us.
+        self.persisted_end = len(prefix)
+        self.last_flush_at = self.started_at
+        self.last_heartbeat_at = self.started_at
+        self.greenlet: gevent.Greenlet | None = None
+
+    # -- reading ----------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.status is not None
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+    def text_between(self, start: int, stop: int | None = None) -> str:
+        """The reply's text in [start, stop) by code-point offset, in O(pieces touched)."""
+        stop = self.end if stop is None else min(stop, self.end)
+        if start >= stop:
+            return ""
+        first = bisect.bisect_right(self._ends, start)
+        out: list[str] = []
+        for i in range(first, len(self._pieces)):
+            piece_end = self._ends[i]
+            piece_start = piece_end - len(self._pieces[i])
+            lo, hi = max(start, piece_start), min(stop, piece_end)
+            if lo < hi:
+                out.append(self._pieces[i][lo - piece_start:hi - piece_start])
+            if piece_end >= stop:
+                break
+        return "".join(out)
+
+    def wait_for_change(self, timeout: float | None) -> bool:
+        """Block until text is appended or the reply ends; False when `timeout` passes first."""
+        return self._changed.wait(timeout)
+
+    # -- writing (the generation greenlet) --------------------------------------------
+    def append(self, piece: str) -> None:
+        if not piece:
+            return
+        if self.first_token_at is None:
+            self.first_token_at = self.clock()
+        self._pieces.append(piece)
+        self.end += len(piece)
+        self._ends.append(self.end)
+        self._notify()
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Record the terminal state in memory; the delta writer commits it."""
+        if self.done:
+            return
+        self.status, self.error = status, error
+        self.finished_at = self.clock()
+        self._notify()
+
+    def timings(self) -> dict[str, int | None]:
+        ttft = None if self.first_token_at is None else self.first_token_at - self.started_at
+        end = self.finished_at if self.finished_at is not None else self.clock()
+        return {"ttft_ms": None if ttft is None else round(ttft * 1000),
+                "duration_ms": round((end - self.started_at) * 1000)}
+
+    def _notify(self) -> None:
+        # Swap in a fresh event first so waiters woken now block again on the next change.
+        changed, self._changed = self._changed, Event()
+        changed.set()
+
+
+def run_generation(generation: Generation, provider: Provider,
+                   history: list[dict[str, str]], on_done: Callable[[Generation], None]) -> None:
+    """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives."""
+    try:
+        stream: Iterator = provider.stream(history)
+        try:
+            for chunk in stream:
+                if generation.cancel_requested:
+                    break
+                generation.append(chunk.text)
+                if chunk.usage:
+                    generation.usage = chunk.usage
+                if chunk.finish_reason:
+                    generation.finish_reason = chunk.finish_reason
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # closes the upstream response: a cancelled reply stops costing money
+        generation.finish(ABORTED if generation.cancel_requested else COMPLETE)
+    except ProviderError as err:
+        if generation.cancel_requested:
+            generation.finish(ABORTED)
+        else:
+            generation.finish(ERROR, str(err))
+    except GenerationCancelled:
+        generation.cancel_requested = True
+        generation.finish(ABORTED)
+    except gevent.GreenletExit:
+        generation.finish(INTERRUPTED, "The server stopped while this reply was being written.")
+    except Exception:
+        log.exception("generation of message %s failed", generation.message_id)
+        generation.finish(ERROR, INTERNAL_ERROR_REASON)
+    finally:
+        on_done(generation)

@@ -1,0 +1,29 @@
+"""The conversation sent to the model as context for one reply."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Message
+
+
+def build_history(session: Session, message: Message, *, system_prompt: str | None,
+                  limit: int) -> list[dict[str, str]]:
+    """System prompt, then the thread's last `limit` usable messages before `message`.
+
+    Assistant replies count once they have text (a stopped or failed reply's partial
+    text is still what the person saw); replies without text are skipped.
+    """
+    rows = session.scalars(
+        select(Message)
+        .where(Message.thread_id == message.thread_id, Message.id < message.id)
+        .order_by(Message.id.desc())
+        .limit(limit)).all()
+    history: list[dict[str, str]] = []
+    if system_prompt:
+        history.append({"role": "system", "content": system_prompt})
+    for row in reversed(rows):
+        if row.role == "user" or row.content:
+            history.append({"role": row.role, "content": row.content})
+    return history

@@ -1,0 +1,184 @@
+"""The delta writer: one per worker, one transaction per tick for every active reply."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+from gevent.event import Event
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from models import STREAMING, Message, StreamDelta, thread_channel, utcnow
+
+from .generation import Generation
+from .hub import InProcessHub
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterStats:
+    ticks: int = 0
+    commits: int = 0
+    deltas: int = 0
+    finalized: int = 0
+    failures: int = 0
+
+
+class DeltaWriter:
+    """Group-commits the pending text of all active generations every `throttle_s`.
+
+    Each stream's pending text is cut at its last chunk boundary; a stream with no boundary
+    for `max_lag_s` is flushed whole so followers never stall. A finished generation's
+    terminal state (content, status, usage, timings; deltas removed) is committed by the
+    same writer, so a message's rows have one writer in this worker. A failed commit keeps
+    everything in memory and is retried on the next tick.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session], hub: InProcessHub, *,
+                 chunker: Callable[[str], int], throttle_s: float, max_lag_s: float,
+                 heartbeat_s: float, clock: Callable[[], float],
+                 on_finalized: Callable[[Generation], None] | None = None,
+                 on_cancel: Callable[[Generation], None] | None = None) -> None:
+        self._session_factory = session_factory
+        self._hub = hub
+        self._chunker = chunker
+        self.throttle_s = throttle_s
+        self.max_lag_s = max_lag_s
+        self.heartbeat_s = heartbeat_s
+        self._clock = clock
+        self._on_finalized = on_finalized
+        self._on_cancel = on_cancel
+        self._active: dict[int, Generation] = {}
+        self._wake = Event()
+        self._greenlet: gevent.Greenlet | None = None
+        self.stats = WriterStats()
+
+    # -- lifecycle --------------------------------------------------------------------
+    def add(self, generation: Generation) -> None:
+        self._active[generation.message_id] = generation
+        self.ensure_running()
+
+    def wake(self) -> None:
+        """Ask for a tick now (a generation ended); commits still group."""
+        self._wake.set()
+
+    def ensure_running(self) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed, then stop the loop."""
+        self.tick()
+        if self._greenlet is not None:
+            self._greenlet.kill(timeout=timeout)
+            self._greenlet = None
+
+    @property
+    def active_count(self) -> int:
+        return len(self._active)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.throttle_s)
+            self._wake.clear()
+            try:
+                self.tick()
+            except Exception:  # never let one bad tick stop every stream's persistence
+                log.exception("delta writer tick failed")
+            if not self._active:
+                # Idle: park until a generation is added instead of waking every tick.
+                self._wake.wait()
+                self._wake.clear()
+
+    # -- one tick ---------------------------------------------------------------------
+    def tick(self) -> bool:
+        """Commit what is due for every active generation; True when a commit happened."""
+        self.stats.ticks += 1
+        now = self._clock()
+        flushes: list[tuple[Generation, int, str]] = []
+        heartbeats: list[Generation] = []
+        finals: list[Generation] = []
+        for gen in list(self._active.values()):
+            if gen.done:
+                finals.append(gen)
+                continue
+            pending = gen.text_between(gen.persisted_end, gen.end)
+            cut = self._chunker(pending) if pending else 0
+            if not cut and pending and now - gen.last_flush_at >= self.max_lag_s:
+                cut = len(pending)
+            if cut:
+                flushes.append((gen, gen.persisted_end + cut, pending[:cut]))
+            elif now - gen.last_heartbeat_at >= self.heartbeat_s:
+                heartbeats.append(gen)
+        if not (flushes or heartbeats or finals):
+            return False
+
+        wall = utcnow()
+        cancelled: set[int] = set()
+        try:
+            with self._session_factory() as session, session.begin():
+                if flushes:
+                    session.execute(insert(StreamDelta), [
+                        {"message_id": g.message_id, "start": g.persisted_end, "end": end,
+                         "text": text} for g, end, text in flushes])
+                beating = [g.message_id for g, _, _ in flushes] + [g.message_id for g in heartbeats]
+                if beating:
+                    session.execute(update(Message).where(Message.id.in_(beating))
+                                    .values(heartbeat_at=wall))
+                    # A stop asked for in another worker arrives through the database.
+                    cancelled = set(session.scalars(
+                        select(Message.id).where(Message.id.in_(beating),
+                                                 Message.cancel_requested.is_(True))))
+                for gen in finals:
+                    self._finalize(session, gen, wall)
+        except Exception as err:
+            self.stats.failures += 1
+            log.warning("delta writer commit failed, keeping %d streams in memory: %s",
+                        len(flushes) + len(finals), err)
+            return False
+
+        self.stats.commits += 1
+        self.stats.deltas += len(flushes)
+        for gen, end, _ in flushes:
+            gen.persisted_end = end
+            gen.last_flush_at = gen.last_heartbeat_at = now
+            self._hub.publish(thread_channel(gen.thread_id),
+                              {"type": "persisted", "message": gen.message_id, "end": end})
+        for gen in heartbeats:
+            gen.last_heartbeat_at = now
+        for message_id in cancelled:
+            gen = self._active.get(message_id)
+            if gen is not None and self._on_cancel is not None:
+                self._on_cancel(gen)
+        for gen in finals:
+            self._active.pop(gen.message_id, None)
+            self.stats.finalized += 1
+            gen.persisted_end = gen.end
+            gen.finalized.set()
+            self._hub.publish(thread_channel(gen.thread_id),
+                              {"type": "persisted", "message": gen.message_id, "end": gen.end,
+                               "status": gen.status})
+            if self._on_finalized is not None:
+                self._on_finalized(gen)
+        return True
+
+    def _finalize(self, session: Session, gen: Generation, wall) -> None:
+        timings = gen.timings()
+        result = session.execute(
+            update(Message)
+            .where(Message.id == gen.message_id, Message.status == STREAMING)
+            .values(content=gen.text, status=gen.status, error=gen.error, usage=gen.usage,
+                    ttft_ms=timings["ttft_ms"], duration_ms=timings["duration_ms"],
+                    heartbeat_at=wall, cancel_requested=False))
+        if result.rowcount == 0:
+            # Someone else ended it meanwhile (a sweeper, a stop): keep their status, but
+            # never drop text the reader could otherwise only find in the deltas.
+            log.warning("message %s was no longer streaming when its reply ended",
+                        gen.message_id)
+            session.execute(update(Message).where(Message.id == gen.message_id)
+                            .values(content=gen.text, usage=gen.usage))
+        session.execute(delete(StreamDelta).where(StreamDelta.message_id == gen.message_id))

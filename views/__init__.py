@@ -1,0 +1,49 @@
+"""Blueprints, one per feature, plus the request-wide rules they share."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, make_response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from .access import register_access
+
+
+def register_blueprints(app: Flask) -> None:
+    from . import api, messages, pages, stream
+
+    register_access(app)
+    app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
+                                   "poll_interval_ms": app.config["POLL_INTERVAL_MS"]})
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(messages.bp)
+    app.register_blueprint(stream.bp)
+    app.register_blueprint(api.bp)
+    app.register_error_handler(HTTPException, _http_error)
+
+
+def wants_json() -> bool:
+    """True when the client asked for JSON rather than HTML."""
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > \
+        request.accept_mimetypes["text/html"]
+
+
+def is_htmx() -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _http_error(err: HTTPException):
+    """Every 4xx/5xx as a short message: JSON for API clients, a small page otherwise."""
+    message = err.description or err.name
+    if wants_json() or request.path.endswith("/stream"):
+        response = jsonify(error=err.name, message=message, status=err.code)
+    elif is_htmx():
+        response = make_response(render_template("_error.html", error=err, message=message))
+    else:
+        response = make_response(render_template("error.html", error=err, message=message))
+    response.status_code = err.code or 500
+    for key, value in err.get_headers():
+        if key.lower() not in ("content-type", "content-length"):
+            response.headers[key] = value
+    return response
+

@@ -1,0 +1,29 @@
+"""Operational endpoints: health."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import text
+
+from models import db
+
+bp = Blueprint("api", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    """200 when the database answers; the hub's and the writer's state for operators."""
+    relay = current_app.extensions["relay"]
+    try:
+        db.session.execute(text("SELECT 1"))
+        database = {"ok": True, "dialect": db.engine.dialect.name}
+    except Exception as err:  # report, don't crash: this is what monitoring reads
+        database = {"ok": False, "error": type(err).__name__}
+    finally:
+        db.session.close()
+    hub = relay.hub.health()
+    ok = database["ok"] and hub["ok"]
+    body = {"status": "ok" if ok else "degraded", "database": database, "hub": hub,
+            "provider": {"name": relay.provider.name, "model": relay.provider.model},
+            **relay.health()}
+    return jsonify(body), 200 if ok else 503

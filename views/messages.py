@@ -1,0 +1,118 @@
+"""Messages: post a prompt, read one message (poll-swap target), stop a reply."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import update
+
+from models import ABORTED, PENDING, STREAMING, Message, db, utcnow
+
+from . import is_htmx, wants_json
+from .access import owned_message, owned_thread
+from .pages import engine
+
+bp = Blueprint("messages", __name__)
+
+TITLE_CHARS = 80
+
+
+def prompt_from_request() -> str:
+    """The posted prompt, or a 400 that says what is wrong with it."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        content = body.get("content") if isinstance(body, dict) else None
+    else:
+        content = request.form.get("content")
+    if not isinstance(content, str) or not content.strip():
+        abort(400, description="Write a message first: 'content' is empty.")
+    limit = current_app.config["MAX_PROMPT_CHARS"]
+    if len(content) > limit:
+        abort(413, description=f"The message is {len(content)} characters long; "
+                               f"the limit is {limit}.")
+    return content.replace("\r\n", "\n")
+
+
+def title_from(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
+
+
+@bp.post("/threads/<int:thread_id>/messages")
+def message_create(thread_id: int):
+    """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
+    thread = owned_thread(thread_id)
+    prompt = prompt_from_request()
+    provider = engine().provider
+    now = utcnow()
+    user = Message(thread_id=thread.id, role="user", content=prompt, status="complete",
+                   created_at=now)
+    reply = Message(thread_id=thread.id, role="assistant", content="", status=PENDING,
+                    model=provider.model, created_at=now)
+    if thread.title == "New thread":
+        thread.title = title_from(prompt)
+    thread.updated_at = now
+    db.session.add_all([user, reply])
+    db.session.commit()
+    # No tab may ever claim it (no JavaScript, closed tab): then this worker runs it.
+    engine().schedule_headless(reply.id)
+
+    stream_url = url_for("stream.message_stream", message_id=reply.id)
+    if wants_json():
+        return jsonify(messages=[user.to_json(), reply.to_json()], user_message=user.to_json(),
+                       assistant_message=reply.to_json(), stream_url=stream_url), 201
+    if is_htmx():
+        return render_template("_messages.html", thread=thread, messages=[user, reply],
+                               texts={user.id: user.content, reply.id: ""}, driver=True,
+                               has_more=False, fresh=True)
+    return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
+
+
+@bp.get("/messages/<int:message_id>")
+def message_show(message_id: int):
+    """One message: JSON, or its fragment (which polls itself while the reply is active)."""
+    message = owned_message(message_id)
+    text = engine().current_text(message, db.session)
+    if wants_json():
+        return jsonify(message.to_json(text))
+    return render_template("_message.html", message=message, text=text,
+                           driver=False, poll=True)
+
+
+@bp.post("/messages/<int:message_id>/cancel")
+def message_cancel(message_id: int):
+    """Stop a reply: it ends `aborted` with its text so far kept."""
+    message = owned_message(message_id)
+    if message.role != "assistant":
+        abort(400, description="Only a reply can be stopped.")
+    if message.is_active:
+        generation = engine().local(message.id)
+        if engine().cancel(message.id):
+            # Answer with the stopped state, not a reply that still looks alive.
+            generation.finalized.wait(current_app.config["CANCEL_WAIT_S"])
+        else:
+            # Not generating here: a pending reply ends now; a streaming one elsewhere is
+            # stopped by its worker, which checks this flag at every flush.
+            db.session.execute(update(Message).where(Message.id == message.id,
+                                                     Message.status == PENDING)
+                               .values(status=ABORTED, updated_at=utcnow()))
+            db.session.execute(update(Message).where(Message.id == message.id,
+                                                     Message.status == STREAMING)
+                               .values(cancel_requested=True))
+            db.session.commit()
+        db.session.refresh(message)
+    if wants_json():
+        return jsonify(message.to_json(engine().current_text(message, db.session))), 202
+    if is_htmx():
+        return render_template("_message.html", message=message,
+                               text=engine().current_text(message, db.session),
+                               driver=message.is_active, poll=False)
+    return redirect(url_for("pages.thread_show", thread_id=message.thread_id), code=303)

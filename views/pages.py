@@ -1,0 +1,109 @@
+"""Pages: the thread list, creating a thread, a thread with its messages."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from models import Message, Thread, db, utcnow
+
+from . import is_htmx, wants_json
+from .access import current_owner, owned_thread
+
+bp = Blueprint("pages", __name__)
+
+
+def owner_threads(limit: int = 50) -> list[Thread]:
+    return list(db.session.scalars(
+        select(Thread).where(Thread.owner == current_owner())
+        .order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit)))
+
+
+def message_page(thread: Thread, before: int | None = None) -> tuple[list[Message], bool]:
+    """The newest page of messages (oldest first), older than `before`; and whether more exist."""
+    size = current_app.config["PAGE_SIZE"]
+    query = select(Message).where(Message.thread_id == thread.id)
+    if before is not None:
+        query = query.where(Message.id < before)
+    rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(size + 1)))
+    return list(reversed(rows[:size])), len(rows) > size
+
+
+def engine():
+    return current_app.extensions["relay"]
+
+
+def thread_json(thread: Thread) -> dict:
+    return {"id": thread.id, "title": thread.title, "url": url_for("pages.thread_show",
+                                                                   thread_id=thread.id),
+            "created_at": thread.created_at.isoformat() + "Z",
+            "updated_at": thread.updated_at.isoformat() + "Z"}
+
+
+@bp.get("/")
+def thread_index():
+    """The thread list with the new-thread button."""
+    threads = owner_threads()
+    if wants_json():
+        return jsonify(threads=[thread_json(t) for t in threads])
+    return render_template("index.html", threads=threads)
+
+
+@bp.post("/threads")
+def thread_create():
+    """Create a thread and go to it."""
+    thread = Thread(owner=current_owner(), created_at=utcnow(), updated_at=utcnow())
+    db.session.add(thread)
+    db.session.commit()
+    url = url_for("pages.thread_show", thread_id=thread.id)
+    if wants_json():
+        return jsonify(thread=thread_json(thread)), 201, {"Location": url}
+    if is_htmx():
+        return "", 204, {"HX-Redirect": url}
+    return redirect(url, code=303)
+
+
+@bp.get("/threads/<int:thread_id>")
+def thread_show(thread_id: int):
+    """A thread: its newest messages and the composer."""
+    thread = owned_thread(thread_id)
+    messages, has_more = message_page(thread)
+    texts = message_texts(messages)
+    if wants_json():
+        return jsonify(thread=thread_json(thread),
+                       messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+    template = "_thread.html" if is_htmx() else "thread.html"
+    return render_template(template, thread=thread, messages=messages, texts=texts,
+                           has_more=has_more, threads=owner_threads(), driver=True)
+
+
+@bp.get("/threads/<int:thread_id>/messages")
+def thread_messages(thread_id: int):
+    """Older messages of a thread, for loading as the reader scrolls up."""
+    thread = owned_thread(thread_id)
+    raw = request.args.get("before")
+    before = None
+    if raw is not None:
+        if not raw.isdigit() or int(raw) <= 0:
+            abort(400, description="'before' must be a message id (a positive whole number).")
+        before = int(raw)
+    messages, has_more = message_page(thread, before)
+    texts = message_texts(messages)
+    if wants_json():
+        return jsonify(messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+    return render_template("_messages.html", thread=thread, messages=messages, texts=texts,
+                           has_more=has_more, driver=True)
+
+
+def message_texts(messages: list[Message]) -> dict[int, str]:
+    """The freshest text of each message (a streaming reply's persisted or live text)."""
+    return {m.id: engine().current_text(m, db.session) for m in messages}

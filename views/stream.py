@@ -1,0 +1,87 @@
+"""The SSE stream of one reply: resumable from any offset, exactly once per character."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    render_template,
+    request,
+    stream_with_context,
+)
+
+from models import PENDING, Message, db
+from streaming.reader import CursorError, Delta, Idle, Terminal
+from streaming.sse import ServerSentEvent, comment, delta_event
+
+from .access import owned_message
+from .pages import engine
+
+bp = Blueprint("stream", __name__)
+
+TERMINAL_EVENTS = {"complete": "done", "error": "error", "aborted": "aborted",
+                   "interrupted": "error"}
+MAX_CURSOR_DIGITS = 12
+
+
+def cursor_from_request() -> int:
+    """The offset the client has: `Last-Event-ID` (a reconnect) wins over `?after=`."""
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or raw.strip() == "":
+        raw = request.args.get("after", "0")
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_CURSOR_DIGITS:
+        abort(400, description="The stream cursor (Last-Event-ID or 'after') must be a "
+                               "non-negative whole number.")
+    return int(raw)
+
+
+@bp.get("/messages/<int:message_id>/stream")
+def message_stream(message_id: int):
+    """Server-sent events: `delta` text after the cursor, then one terminal event."""
+    message = owned_message(message_id)
+    if message.role != "assistant":
+        abort(400, description="Only a reply has a stream.")
+    cursor = cursor_from_request()
+    relay = engine()
+    if message.status == PENDING:
+        # The driver: whoever claims the reply generates it in this worker.
+        relay.claim_and_start(message.id)
+        db.session.refresh(message)
+    try:
+        items = relay.read(message, cursor)
+    except CursorError as err:
+        abort(400, description=str(err))
+    db.session.close()  # a stream may last minutes: hold no connection while it does
+
+    # stream_with_context: the terminal fragment is rendered with this request's context.
+    return Response(stream_with_context(_events(items)), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _events(items: Iterator) -> Iterator[str]:
+    yield f"retry: {current_app.config['SSE_RETRY_MS']}\n" + comment("stream")
+    try:
+        for item in items:
+            if isinstance(item, Delta):
+                yield str(delta_event(item.text, item.end))
+            elif isinstance(item, Idle):
+                yield comment()
+            elif isinstance(item, Terminal):
+                yield str(_terminal_event(item.message_id))
+                return
+    except CursorError:
+        return  # the reply was rewritten under us; the client reconnects and asks again
+
+
+def _terminal_event(message_id: int) -> ServerSentEvent:
+    message = db.session.get(Message, message_id)
+    html = render_template("_message.html", message=message, text=message.content,
+                           driver=False, poll=False)
+    db.session.close()
+    return ServerSentEvent(data=html, event=TERMINAL_EVENTS.get(message.status, "error"),
+                           id=str(len(message.content)))
