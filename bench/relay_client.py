@@ -1,0 +1,119 @@
+"""A small stdlib client for a running Relay: a browser's cookies and CSRF token, JSON calls."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from bench.sse_client import SSEConnection
+from streaming.sse import decode_delta
+
+_CSRF = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+class RelayClient:
+    """One browser: its own owner cookie and CSRF token, so threads belong to it."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.cookies = http.cookiejar.CookieJar()
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect())
+        self.csrf = ""
+
+    def request(self, method: str, path: str, *, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Answer:
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers=headers or {})
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                return Answer(resp.status, dict(resp.headers), resp.read())
+        except urllib.error.HTTPError as err:
+            return Answer(err.code, dict(err.headers), err.read())
+
+    def open(self) -> RelayClient:
+        """Load the home page: sets the owner cookie and reads the CSRF token."""
+        page = self.request("GET", "/")
+        match = _CSRF.search(page.text)
+        if page.status != 200 or not match:
+            raise RuntimeError(f"home page answered {page.status} without a CSRF token")
+        self.csrf = match.group(1)
+        return self
+
+    def post_json(self, path: str, payload: dict | None = None, **headers: str) -> Answer:
+        return self.request("POST", path, data=json.dumps(payload or {}).encode(),
+                            headers={"Content-Type": "application/json",
+                                     "Accept": "application/json",
+                                     "X-CSRF-Token": self.csrf, **headers})
+
+    def get_json(self, path: str) -> Answer:
+        return self.request("GET", path, headers={"Accept": "application/json"})
+
+    def new_thread(self) -> int:
+        answer = self.post_json("/threads")
+        if answer.status != 201:
+            raise RuntimeError(f"POST /threads answered {answer.status}: {answer.text}")
+        return answer.json()["thread"]["id"]
+
+    def send(self, thread_id: int, content: str) -> dict:
+        """Post a prompt; the JSON answer (both messages and `stream_url`)."""
+        answer = self.post_json(f"/threads/{thread_id}/messages", {"content": content})
+        if answer.status != 201:
+            raise RuntimeError(f"POST message answered {answer.status}: {answer.text}")
+        return answer.json()
+
+    def message(self, message_id: int) -> dict:
+        return self.get_json(f"/messages/{message_id}").json()
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.cookies)
+
+    def stream(self, path: str, *, last_event_id: str | None = None,
+               timeout: float | None = None) -> SSEConnection:
+        return SSEConnection(self.base_url + path, cookies=self.cookie_header(),
+                             last_event_id=last_event_id, timeout=timeout or self.timeout)
+
+
+def read_reply(connection: SSEConnection, *, stop_after: int | None = None
+               ) -> tuple[str, str | None, str | None]:
+    """Decoded delta text, the terminal event's name (None if cut short) and the last id.
+
+    With `stop_after`, disconnect after that many delta events, like a closed tab.
+    """
+    text: list[str] = []
+    deltas = 0
+    with connection:
+        for event in connection:
+            if event.event == "delta":
+                text.append(decode_delta(event.data))
+                deltas += 1
+                if stop_after is not None and deltas >= stop_after:
+                    return "".join(text), None, event.id
+            else:
+                return "".join(text), event.event, event.id
+    return "".join(text), None, connection.last_event_id

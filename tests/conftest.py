@@ -1,0 +1,139 @@
+"""Fixtures: an app and client in-process, services when present, Relay under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from app import create_app
+from bench.fake_upstream import FakeUpstream, Reply, default_reply
+from config import TestConfig
+from models import db
+
+from .servers import RelayServer
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def need_service(name: str, reason: str) -> None:
+    """Skip (on a developer's machine) or fail (in CI, REQUIRE_SERVICES=1) without it."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{name} is required in CI (REQUIRE_SERVICES=1) but {reason}")
+    pytest.skip(f"{name} not available: {reason}")
+
+
+@pytest.fixture
+def app(tmp_path):
+    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}"})
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def csrf_of(client) -> str:
+    """Load a page the way a browser does and return its CSRF token."""
+    page = client.get("/")
+    return re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+# -- services --------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on TEST_DATABASE_URL's server, dropped at the end of the session."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        need_service("PostgreSQL", "TEST_DATABASE_URL is not set")
+    import psycopg
+
+    name = f"relay_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as err:
+        need_service("PostgreSQL", f"cannot connect to TEST_DATABASE_URL ({err})")
+    base, _, _ = url.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# -- the model ---------------------------------------------------------------------------------
+class ScriptedUpstream(FakeUpstream):
+    """The fake model, answering each prompt with the reply a test registered for it."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, Reply] = {}
+        super().__init__(default_reply=self._reply_for)
+
+    def script(self, reply: Reply) -> str:
+        """Register `reply` and return a unique prompt that makes the model answer it."""
+        prompt = f"prompt-{uuid.uuid4().hex}"
+        self.scripts[prompt] = reply
+        return prompt
+
+    def _reply_for(self, body: dict) -> Reply:
+        prompt = next((m["content"] for m in reversed(body.get("messages", []))
+                       if m.get("role") == "user"), "")
+        return self.scripts.get(prompt) or default_reply(body)
+
+    def records_for(self, prompt: str) -> list:
+        return [r for r in list(self.requests)
+                if r.body and r.body.get("messages", [{}])[-1].get("content") == prompt]
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream().start() as fake:
+        yield fake
+
+
+# -- Relay under gunicorn ----------------------------------------------------------------------
+SERVER_ENV = {
+    "CHAT_PROVIDER": "openai",
+    "OPENAI_API_KEY": "sk-test-not-a-real-key",
+    "SECRET_KEY": "server-test-secret",
+    "STREAM_THROTTLE_MS": "50",
+    "STREAM_MAX_LAG_MS": "300",
+    "DRIVER_GRACE_MS": "1500",
+    "HEARTBEAT_S": "1",
+    "RESUME_POLL_S": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+def server_factory(tmp_path_factory, upstream):
+    """Start Relay servers with extra settings; all are stopped after the module."""
+    started: list[RelayServer] = []
+
+    def start(database_url: str | None = None, *, workers: int = 1, **env: str) -> RelayServer:
+        workdir = tmp_path_factory.mktemp("relay")
+        url = database_url or f"sqlite:///{workdir / 'relay.sqlite3'}"
+        server = RelayServer({**SERVER_ENV, "OPENAI_BASE_URL": upstream.url,
+                              "DATABASE_URL": url, **env}, workdir, workers=workers)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(server_factory) -> RelayServer:
+    return server_factory()
