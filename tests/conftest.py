@@ -11,10 +11,9 @@ import pytest
 
 from app import create_app
 from bench.fake_upstream import FakeUpstream, Reply, default_reply
+from bench.relay_server import RelayServer
 from config import TestConfig
 from models import db
-
-from .servers import RelayServer
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 

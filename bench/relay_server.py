@@ -1,4 +1,4 @@
-"""Relay as it runs for users, for tests: gunicorn with the gevent worker in a subprocess."""
+"""Relay as it runs for users, for tests and benchmarks: gunicorn + gevent in a subprocess."""
 
 from __future__ import annotations
 
