@@ -42,7 +42,8 @@ class DeltaWriter:
                  chunker: Callable[[str], int], throttle_s: float, max_lag_s: float,
                  heartbeat_s: float, clock: Callable[[], float],
                  on_finalized: Callable[[Generation], None] | None = None,
-                 on_cancel: Callable[[Generation], None] | None = None) -> None:
+                 on_cancel: Callable[[Generation], None] | None = None,
+                 autostart: bool = True) -> None:
         self._session_factory = session_factory
         self._hub = hub
         self._chunker = chunker
@@ -52,6 +53,7 @@ class DeltaWriter:
         self._clock = clock
         self._on_finalized = on_finalized
         self._on_cancel = on_cancel
+        self._autostart = autostart  # False: the caller drives `tick()` (tests, tools)
         self._active: dict[int, Generation] = {}
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
@@ -60,7 +62,8 @@ class DeltaWriter:
     # -- lifecycle --------------------------------------------------------------------
     def add(self, generation: Generation) -> None:
         self._active[generation.message_id] = generation
-        self.ensure_running()
+        if self._autostart:
+            self.ensure_running()
 
     def wake(self) -> None:
         """Ask for a tick now (a generation ended); commits still group."""

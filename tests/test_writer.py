@@ -1,0 +1,249 @@
+"""The delta writer: group commit, chunk boundaries, lag guard, heartbeats, completion, outages."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import COMPLETE, STREAMING, Message, StreamDelta, Thread, db
+from streaming.chunking import make_chunker
+from streaming.generation import Generation
+from streaming.hub import InProcessHub
+from streaming.reader import persisted_text_after
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'writer.sqlite3'}",
+                           connect_args={"timeout": 0.2})
+    db.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def commits(engine) -> list[int]:
+    """Every transaction commit on the engine, counted where it happens: the connection."""
+    seen: list[int] = []
+    event.listen(engine, "commit", lambda conn: seen.append(1))
+    return seen
+
+
+def make_messages(engine, n: int) -> list[int]:
+    with Session(engine) as session:
+        thread = Thread(owner="owner")
+        session.add(thread)
+        session.flush()
+        messages = [Message(thread_id=thread.id, role="assistant", status=STREAMING)
+                    for _ in range(n)]
+        session.add_all(messages)
+        session.commit()
+        return [m.id for m in messages]
+
+
+def make_writer(engine, clock, *, chunking="word", hub=None, **kw):
+    from streaming.writer import DeltaWriter
+
+    settings = {"throttle_s": 0.1, "max_lag_s": 1.0, "heartbeat_s": 5.0, **kw}
+    return DeltaWriter(sessionmaker(engine, expire_on_commit=False), hub or InProcessHub(),
+                       chunker=make_chunker(chunking), clock=clock, autostart=False,
+                       **settings)
+
+
+def deltas_of(engine, message_id: int) -> list[tuple[int, int, str]]:
+    with Session(engine) as session:
+        return [tuple(r) for r in session.execute(
+            select(StreamDelta.start, StreamDelta.end, StreamDelta.text)
+            .where(StreamDelta.message_id == message_id).order_by(StreamDelta.start))]
+
+
+def test_one_commit_per_tick_however_many_streams(engine, commits):
+    clock = FakeClock()
+    writer = make_writer(engine, clock)
+    ids = make_messages(engine, 50)
+    generations = [Generation(i, 1, clock=clock) for i in ids]
+    for g in generations:
+        writer.add(g)
+    commits.clear()
+
+    for tick in range(3):
+        for g in generations:
+            g.append(f"word{tick} ")
+        clock.advance(0.1)
+        assert writer.tick() is True
+
+    assert len(commits) == 3  # not 150
+    assert writer.stats.commits == 3
+    assert writer.stats.deltas == 150
+    for g in generations:
+        assert [d[2] for d in deltas_of(engine, g.message_id)] == ["word0 ", "word1 ", "word2 "]
+
+
+def test_pending_text_is_cut_at_the_last_chunk_boundary(engine):
+    clock = FakeClock()
+    writer = make_writer(engine, clock)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    gen.append("Hello wor")
+    writer.tick()
+    assert deltas_of(engine, mid) == [(0, 6, "Hello ")]
+    gen.append("ld, again")
+    writer.tick()
+    assert deltas_of(engine, mid) == [(0, 6, "Hello "), (6, 13, "world, ")]
+    assert gen.persisted_end == 13
+
+
+def test_text_without_a_boundary_is_flushed_once_it_lags_max_lag(engine):
+    clock = FakeClock()
+    writer = make_writer(engine, clock, max_lag_s=1.0)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    gen.append("Supercalifragilistic")
+    clock.advance(0.5)
+    assert writer.tick() is False
+    assert deltas_of(engine, mid) == []
+    clock.advance(0.6)
+    assert writer.tick() is True
+    assert deltas_of(engine, mid) == [(0, 20, "Supercalifragilistic")]
+
+
+def test_heartbeat_is_refreshed_while_the_model_is_silent(engine, commits):
+    clock = FakeClock()
+    writer = make_writer(engine, clock, heartbeat_s=5.0)
+    (mid,) = make_messages(engine, 1)
+    writer.add(Generation(mid, 1, clock=clock))
+    commits.clear()
+    clock.advance(4.0)
+    assert writer.tick() is False and commits == []
+    clock.advance(1.5)
+    assert writer.tick() is True and len(commits) == 1
+    with Session(engine) as session:
+        assert session.get(Message, mid).heartbeat_at is not None
+
+
+def test_completion_is_one_transaction_with_content_status_usage_and_no_deltas(engine, commits):
+    clock = FakeClock()
+    writer = make_writer(engine, clock)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    gen.append("First part ")
+    writer.tick()
+    assert deltas_of(engine, mid)
+    clock.advance(0.25)
+    gen.append("and the end")
+    gen.usage = {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    clock.advance(0.5)
+    gen.finish(COMPLETE)
+    commits.clear()
+
+    assert writer.tick() is True
+    assert len(commits) == 1
+    assert gen.finalized.is_set()
+    assert writer.active_count == 0
+    assert deltas_of(engine, mid) == []
+    with Session(engine) as session:
+        message = session.get(Message, mid)
+        assert (message.status, message.content) == (COMPLETE, "First part and the end")
+        assert message.usage["total_tokens"] == 8
+        assert message.ttft_ms == 0 and message.duration_ms == 750
+
+
+def test_a_failed_flush_keeps_the_text_and_the_next_tick_writes_it(engine, tmp_path):
+    clock = FakeClock()
+    writer = make_writer(engine, clock)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    gen.append("before the outage ")
+    writer.tick()
+
+    # Another process holds SQLite's write lock: our commits fail ("database is locked").
+    blocker = sqlite3.connect(tmp_path / "writer.sqlite3")
+    blocker.execute("BEGIN IMMEDIATE")
+    gen.append("during the outage ")
+    assert writer.tick() is False
+    gen.append("still down ")
+    assert writer.tick() is False
+    assert writer.stats.failures == 2
+    blocker.rollback()
+    blocker.close()
+
+    assert writer.tick() is True
+    rows = deltas_of(engine, mid)
+    assert "".join(r[2] for r in rows) == "before the outage during the outage still down "
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))  # contiguous
+
+
+def test_a_stop_requested_in_the_database_reaches_the_generation(engine):
+    clock = FakeClock()
+    cancelled: list[int] = []
+    writer = make_writer(engine, clock)
+    writer._on_cancel = lambda g: cancelled.append(g.message_id)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    with Session(engine) as session:
+        session.get(Message, mid).cancel_requested = True
+        session.commit()
+    gen.append("some text ")
+    writer.tick()
+    assert cancelled == [mid]
+
+
+def test_each_flush_publishes_a_persisted_notice_with_offsets_only(engine):
+    clock = FakeClock()
+    hub = InProcessHub()
+    writer = make_writer(engine, clock, hub=hub)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 7, clock=clock)
+    writer.add(gen)
+    with hub.subscribe("thread:7") as sub:
+        gen.append("one two ")
+        writer.tick()
+        assert sub.get(timeout=1) == {"type": "persisted", "message": mid, "end": 8}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pieces=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30),
+       ticks=st.lists(st.booleans(), min_size=30, max_size=30),
+       chunking=st.sampled_from(["word", "line", "sentence", "paragraph", "7", "re:[,;]"]))
+def test_persisted_text_is_always_a_prefix_and_ends_exactly_the_models_text(
+        engine, pieces, ticks, chunking):
+    clock = FakeClock()
+    writer = make_writer(engine, clock, chunking=chunking)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    expected = "".join(pieces)
+    for piece, do_tick in zip(pieces, ticks, strict=False):
+        gen.append(piece)
+        clock.advance(0.3)
+        if do_tick:
+            writer.tick()
+            with Session(engine) as session:
+                persisted = persisted_text_after(session, session.get(Message, mid), 0)
+            assert expected.startswith(persisted)
+            assert len(persisted) == gen.persisted_end
+    gen.finish(COMPLETE)
+    writer.tick()
+    with Session(engine) as session:
+        assert session.get(Message, mid).content == expected
