@@ -57,7 +57,7 @@ def test_many_concurrent_claimers_exactly_one_wins(engine):
         results: list[bool] = []
         lock = threading.Lock()
 
-        def claim(mid=mid, barrier=barrier):
+        def claim(mid=mid, barrier=barrier, results=results, lock=lock):
             with Session(engine) as session:
                 barrier.wait()
                 won = claim_generation(session, mid)

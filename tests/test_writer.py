@@ -222,7 +222,8 @@ def test_each_flush_publishes_a_persisted_notice_with_offsets_only(engine):
         assert sub.get(timeout=1) == {"type": "persisted", "message": mid, "end": 8}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pieces=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30),
        ticks=st.lists(st.booleans(), min_size=30, max_size=30),
        chunking=st.sampled_from(["word", "line", "sentence", "paragraph", "7", "re:[,;]"]))
