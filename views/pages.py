@@ -49,6 +49,12 @@ def thread_json(thread: Thread) -> dict:
             "updated_at": thread.updated_at.isoformat() + "Z"}
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever the page links; answer with the SVG icon."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)
+
+
 @bp.get("/")
 def thread_index():
     """The thread list with the new-thread button."""
