@@ -1,0 +1,91 @@
+"""Model output rendered as markdown: formatted, highlighted, and inert whatever it holds."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from views.markdown import render_markdown
+
+SAFE_SCHEMES = ("http://", "https://", "mailto:")
+# Tags that can run script, load something, or take input; none may appear as an element.
+FORBIDDEN_TAGS = {"script", "iframe", "object", "embed", "img", "svg", "math", "form", "input",
+                  "link", "meta", "style", "base", "frame", "frameset", "video", "audio"}
+
+
+class ElementCollector(HTMLParser):
+    """The elements and attributes a browser would build from the HTML."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs)))
+
+    handle_startendtag = handle_starttag
+
+
+HOSTILE_PARTS = [
+    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))",
+    "[x](JaVaScRiPt:alert(1))", "[x](  javascript:alert(1))", "<a href=\"javascript:x\">a</a>",
+    "<svg onload=alert(1)>", "<iframe src=//evil>", "![i](https://evil/x.png)",
+    "<div style=\"background:url(x)\">", "[x](data:text/html,<script>alert(1)</script>)",
+    "<<script>script>", "`<script>`", "```html\n<script>alert(1)</script>\n```",
+    "&lt;script&gt;", "<a href='java\tscript:alert(1)'>t</a>", "[a](vbscript:msgbox)",
+    "<details open ontoggle=alert(1)>", "\"><script>x</script>", "*", "**", "\n", " ", "> ",
+    "- ", "1. ", "| a |\n|---|\n| b |", "[ref]: javascript:alert(1)\n\n[ref]",
+    "<https://ok.example>", "<javascript:alert(1)>",
+]
+
+
+def assert_inert(html: str) -> None:
+    collector = ElementCollector()
+    collector.feed(html)
+    for tag, attrs in collector.elements:
+        assert tag not in FORBIDDEN_TAGS, (tag, html)
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name, html)
+            assert name != "style", (tag, html)
+            if name in ("href", "src", "action", "formaction", "xlink:href"):
+                url = "".join((value or "").split()).lower()
+                assert url.startswith(SAFE_SCHEMES) or ":" not in url.split("/")[0], (url, html)
+
+
+def test_markdown_is_formatted_and_code_is_highlighted():
+    html = render_markdown("# Title\n\n**bold** and `code`\n\n```python\ndef f():\n    pass\n```")
+    assert "<h1>Title</h1>" in html
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html
+    assert '<code class="language-python">' in html and '<span class="k">def</span>' in html
+
+
+def test_raw_html_is_shown_as_text_not_run():
+    html = render_markdown("<script>alert(1)</script> <b>x</b>")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>" not in html
+
+
+def test_links_keep_safe_urls_only_and_never_carry_a_referrer():
+    html = render_markdown("[ok](https://example.com/a) [bad](javascript:alert(1))")
+    assert '<a href="https://example.com/a" rel="noopener noreferrer nofollow">ok</a>' in html
+    assert "javascript:" not in html.split("[bad]")[0]
+    assert_inert(html)
+
+
+def test_images_are_not_loaded():
+    html = render_markdown("![tracker](https://example.com/pixel.png)")
+    assert "<img" not in html
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(HOSTILE_PARTS), st.text(max_size=12)), max_size=12))
+def test_hostile_model_output_renders_inert(parts):
+    assert_inert(render_markdown("".join(parts)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_any_text_renders_without_error_and_inert(text):
+    assert_inert(render_markdown(text))
