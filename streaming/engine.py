@@ -111,9 +111,12 @@ class ReplyEngine:
 
     def _cancel_local(self, generation: Generation) -> None:
         generation.cancel_requested = True
-        if generation.greenlet is not None and not generation.greenlet.dead:
-            # Raised inside the greenlet even mid-read, so the upstream response closes now.
-            generation.greenlet.kill(GenerationCancelled, block=False)
+        greenlet = generation.greenlet
+        # Raised inside the greenlet even mid-read, so the upstream response closes now.
+        # A greenlet that has not run yet must not be killed (it would never finish the
+        # reply); it sees the flag as its first step instead.
+        if generation.running and greenlet is not None and not greenlet.dead:
+            greenlet.kill(GenerationCancelled, block=False)
 
     # -- reading ----------------------------------------------------------------------
     def local(self, message_id: int) -> Generation | None:

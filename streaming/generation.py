@@ -44,6 +44,7 @@ class Generation:
         self.usage: dict[str, Any] | None = None
         self.finish_reason: str | None = None
         self.cancel_requested = False
+        self.running = False  # set once the greenlet runs: only then can it be interrupted
         self.started_at = clock()
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
@@ -119,7 +120,10 @@ class Generation:
 def run_generation(generation: Generation, provider: Provider,
                    history: list[dict[str, str]], on_done: Callable[[Generation], None]) -> None:
     """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives."""
+    generation.running = True
     try:
+        if generation.cancel_requested:  # stopped before it began: never ask the model
+            raise GenerationCancelled
         stream: Iterator = provider.stream(history)
         try:
             for chunk in stream:

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Flask, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from .access import register_access
+
+
+class IdConverter(BaseConverter):
+    """A database id: 1 to 18 digits, so a longer number is a 404, never an overflow."""
+
+    regex = r"[1-9][0-9]{0,17}"
+
+    @classmethod
+    def matches(cls, value: str) -> bool:
+        return re.fullmatch(cls.regex, value) is not None
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(int(value))
 
 
 def register_blueprints(app: Flask) -> None:
     from . import api, messages, pages, stream
 
+    app.url_map.converters["id"] = IdConverter
     register_access(app)
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"]})

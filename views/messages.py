@@ -34,11 +34,12 @@ def prompt_from_request() -> str:
         content = request.form.get("content")
     if not isinstance(content, str) or not content.strip():
         abort(400, description="Write a message first: 'content' is empty.")
+    content = content.replace("\r\n", "\n")
     limit = current_app.config["MAX_PROMPT_CHARS"]
     if len(content) > limit:
         abort(413, description=f"The message is {len(content)} characters long; "
                                f"the limit is {limit}.")
-    return content.replace("\r\n", "\n")
+    return content
 
 
 def title_from(prompt: str) -> str:
@@ -46,7 +47,7 @@ def title_from(prompt: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
 
 
-@bp.post("/threads/<int:thread_id>/messages")
+@bp.post("/threads/<id:thread_id>/messages")
 def message_create(thread_id: int):
     """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
     thread = owned_thread(thread_id)
@@ -76,7 +77,7 @@ def message_create(thread_id: int):
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
 
 
-@bp.get("/messages/<int:message_id>")
+@bp.get("/messages/<id:message_id>")
 def message_show(message_id: int):
     """One message: JSON, or its fragment (which polls itself while the reply is active)."""
     message = owned_message(message_id)
@@ -87,7 +88,7 @@ def message_show(message_id: int):
                            driver=False, poll=True)
 
 
-@bp.post("/messages/<int:message_id>/cancel")
+@bp.post("/messages/<id:message_id>/cancel")
 def message_cancel(message_id: int):
     """Stop a reply: it ends `aborted` with its text so far kept."""
     message = owned_message(message_id)

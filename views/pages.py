@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from models import Message, Thread, db, utcnow
 
-from . import is_htmx, wants_json
+from . import IdConverter, is_htmx, wants_json
 from .access import current_owner, owned_thread
 
 bp = Blueprint("pages", __name__)
@@ -78,7 +78,7 @@ def thread_create():
     return redirect(url, code=303)
 
 
-@bp.get("/threads/<int:thread_id>")
+@bp.get("/threads/<id:thread_id>")
 def thread_show(thread_id: int):
     """A thread: its newest messages and the composer."""
     thread = owned_thread(thread_id)
@@ -92,14 +92,14 @@ def thread_show(thread_id: int):
                            has_more=has_more, threads=owner_threads(), driver=True)
 
 
-@bp.get("/threads/<int:thread_id>/messages")
+@bp.get("/threads/<id:thread_id>/messages")
 def thread_messages(thread_id: int):
     """Older messages of a thread, for loading as the reader scrolls up."""
     thread = owned_thread(thread_id)
     raw = request.args.get("before")
     before = None
     if raw is not None:
-        if not raw.isdigit() or int(raw) <= 0:
+        if not IdConverter.matches(raw):
             abort(400, description="'before' must be a message id (a positive whole number).")
         before = int(raw)
     messages, has_more = message_page(thread, before)

@@ -40,7 +40,7 @@ def cursor_from_request() -> int:
     return int(raw)
 
 
-@bp.get("/messages/<int:message_id>/stream")
+@bp.get("/messages/<id:message_id>/stream")
 def message_stream(message_id: int):
     """Server-sent events: `delta` text after the cursor, then one terminal event."""
     message = owned_message(message_id)
@@ -48,6 +48,9 @@ def message_stream(message_id: int):
         abort(400, description="Only a reply has a stream.")
     cursor = cursor_from_request()
     relay = engine()
+    if message.status == PENDING and cursor > len(message.content):
+        abort(400, description=f"cursor {cursor} is past the reply's end "
+                               f"({len(message.content)})")
     if message.status == PENDING:
         # The driver: whoever claims the reply generates it in this worker.
         relay.claim_and_start(message.id)
