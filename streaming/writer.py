@@ -61,9 +61,12 @@ class DeltaWriter:
 
     # -- lifecycle --------------------------------------------------------------------
     def add(self, generation: Generation) -> None:
+        was_idle = not self._active
         self._active[generation.message_id] = generation
         if self._autostart:
             self.ensure_running()
+        if was_idle:
+            self._wake.set()  # the loop may be parked with nothing to do: start ticking
 
     def wake(self) -> None:
         """Ask for a tick now (a generation ended); commits still group."""
@@ -86,16 +89,17 @@ class DeltaWriter:
 
     def _run(self) -> None:
         while True:
+            if not self._active:
+                # Idle: park until a generation is added instead of waking every tick.
+                self._wake.wait()
+                self._wake.clear()
+            # One tick per throttle period, or at once when a reply ends (`wake`).
             self._wake.wait(self.throttle_s)
             self._wake.clear()
             try:
                 self.tick()
             except Exception:  # never let one bad tick stop every stream's persistence
                 log.exception("delta writer tick failed")
-            if not self._active:
-                # Idle: park until a generation is added instead of waking every tick.
-                self._wake.wait()
-                self._wake.clear()
 
     # -- one tick ---------------------------------------------------------------------
     def tick(self) -> bool:

@@ -248,3 +248,25 @@ def test_persisted_text_is_always_a_prefix_and_ends_exactly_the_models_text(
     writer.tick()
     with Session(engine) as session:
         assert session.get(Message, mid).content == expected
+
+
+def test_the_running_writer_persists_every_reply_not_only_the_first(engine):
+    """Its loop parks when idle; a reply added later must wake it (real greenlets, real time)."""
+    import time
+
+    import gevent
+
+    writer = make_writer(engine, time.monotonic, throttle_s=0.02)
+    writer._autostart = True
+    for mid in make_messages(engine, 3):
+        gen = Generation(mid, 1, clock=time.monotonic)
+        writer.add(gen)
+        for i in range(10):
+            gen.append(f"word{i} ")
+            gevent.sleep(0.03)
+        # Persisted while it streamed, long before the reply ended.
+        assert deltas_of(engine, mid), f"nothing persisted for reply {mid}"
+        gen.finish(COMPLETE)
+        writer.wake()
+        assert gen.finalized.wait(5)
+    writer.stop()
