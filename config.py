@@ -53,6 +53,9 @@ class Config:
     HEARTBEAT_S = _float("HEARTBEAT_S", 5.0)
     STALE_AFTER_S = _float("STALE_AFTER_S", 30.0)
     POLL_INTERVAL_MS = _int("POLL_INTERVAL_MS", 1000)
+    # auto: SSE for the owner's tabs, the websocket for share viewers | ws | poll
+    FOLLOW_MODE = _env("FOLLOW_MODE", "auto")
+    WS_PING_INTERVAL_S = _float("WS_PING_INTERVAL_S", 25.0)
     SSE_KEEPALIVE_S = _float("SSE_KEEPALIVE_S", 15.0)
     SSE_RETRY_MS = _int("SSE_RETRY_MS", 1000)
     # A follower that cannot see the live generation re-reads the database at least this often.

@@ -19,6 +19,7 @@ from llm.demo import demo_reply
 from models import INTERRUPTED, Message, StreamDelta, Thread, db
 from streaming.sse import decode_delta
 from tests.conftest import csrf_of
+from views.markdown import render_markdown
 
 JSON = {"Accept": "application/json"}
 
@@ -274,7 +275,8 @@ def test_thread_page_renders_every_message_with_its_dom_hooks(client, token, thr
     assert b"event: done" in client.get(first["stream_url"]).data  # finish the first reply
     second = send(client, token, thread_id, "Second question")
 
-    dom = Dom(client.get(f"/threads/{thread_id}").text)
+    page = client.get(f"/threads/{thread_id}")
+    dom = Dom(page.text)
     expected = [
         (first["user_message"]["id"], "user", "complete"),
         (first["assistant_message"]["id"], "assistant", "complete"),
@@ -288,7 +290,12 @@ def test_thread_page_renders_every_message_with_its_dom_hooks(client, token, thr
         assert article["id"] == f"message-{article['data-message-id']}"
     assert dom.bodies[str(first["user_message"]["id"])] == "First question"
     assert dom.bodies[str(second["assistant_message"]["id"])] == ""
-    assert dom.bodies[str(first["assistant_message"]["id"])] == demo_reply("First question")
+    # A finished reply is shown as rendered markdown.
+    rendered = Dom('<article class="message" id="message-0" data-message-id="0">'
+                   '<div class="message-body">'
+                   f'{render_markdown(demo_reply("First question"))}</div></article>')
+    assert dom.bodies[str(first["assistant_message"]["id"])] == rendered.bodies["0"]
+    assert "<h3>" in page.text
 
 
 def test_thread_page_connects_a_pending_reply_to_its_stream_from_offset_zero(client, thread_id,

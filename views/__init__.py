@@ -28,16 +28,22 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, stream
+    from . import api, messages, pages, sockets, stream
+    from .fragments import STATUS_LABELS
+    from .markdown import render_markdown
 
     app.url_map.converters["id"] = IdConverter
     register_access(app)
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
-                                   "poll_interval_ms": app.config["POLL_INTERVAL_MS"]})
+                                   "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
+                                   "status_labels": STATUS_LABELS})
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(sockets.bp)
+    sockets.init_sockets(app)
+    app.add_template_filter(render_markdown, "markdown")
     app.register_error_handler(HTTPException, _http_error)
 
 

@@ -61,3 +61,36 @@ def owned_message(message_id: int) -> Message:
         abort(404, description="No such message.")
     owned_thread(message.thread_id)
     return message
+
+
+def is_owner(thread: Thread) -> bool:
+    return thread.owner == session.get("owner")
+
+
+def grant_share(thread: Thread) -> None:
+    """Remember in this browser's session that it opened the thread's share link."""
+    grants = dict(session.get("shares", {}))
+    grants[str(thread.id)] = thread.share_token
+    session["shares"] = grants
+
+
+def readable_thread(thread_id: int) -> Thread:
+    """The thread if this browser owns it or holds its current share link; 404 otherwise."""
+    thread = db.session.get(Thread, thread_id)
+    if thread is None or not (is_owner(thread) or _has_share(thread)):
+        abort(404, description="No such thread.")
+    g.thread = thread
+    return thread
+
+
+def readable_message(message_id: int) -> Message:
+    message = db.session.get(Message, message_id)
+    if message is None:
+        abort(404, description="No such message.")
+    readable_thread(message.thread_id)
+    return message
+
+
+def _has_share(thread: Thread) -> bool:
+    token = session.get("shares", {}).get(str(thread.id))
+    return bool(token and thread.share_token and hmac.compare_digest(token, thread.share_token))

@@ -17,7 +17,8 @@ from sqlalchemy import update
 from models import ABORTED, PENDING, STREAMING, Message, db, utcnow
 
 from . import is_htmx, wants_json
-from .access import owned_message, owned_thread
+from .access import is_owner, owned_message, owned_thread, readable_message
+from .fragments import render_message
 from .pages import engine
 
 bp = Blueprint("messages", __name__)
@@ -70,22 +71,25 @@ def message_create(thread_id: int):
     if wants_json():
         return jsonify(messages=[user.to_json(), reply.to_json()], user_message=user.to_json(),
                        assistant_message=reply.to_json(), stream_url=stream_url), 201
+    # Other tabs and followers of this thread learn of the new messages right away.
+    engine().hub.publish(thread.channel, {"type": "created", "messages": [user.id, reply.id]})
     if is_htmx():
         return render_template("_messages.html", thread=thread, messages=[user, reply],
-                               texts={user.id: user.content, reply.id: ""}, driver=True,
-                               has_more=False, fresh=True)
+                               texts={user.id: user.content, reply.id: ""}, live="sse",
+                               has_more=False, readonly=False, follow="auto")
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
 
 
 @bp.get("/messages/<id:message_id>")
 def message_show(message_id: int):
     """One message: JSON, or its fragment (which polls itself while the reply is active)."""
-    message = owned_message(message_id)
+    message = readable_message(message_id)
     text = engine().current_text(message, db.session)
     if wants_json():
         return jsonify(message.to_json(text))
-    return render_template("_message.html", message=message, text=text,
-                           driver=False, poll=True)
+    # A fragment asked for by URL is a poll-swap target: it keeps polling while active.
+    return render_message(message, text, live="poll",
+                          readonly=not is_owner(message.thread))
 
 
 @bp.post("/messages/<id:message_id>/cancel")
@@ -113,7 +117,6 @@ def message_cancel(message_id: int):
     if wants_json():
         return jsonify(message.to_json(engine().current_text(message, db.session))), 202
     if is_htmx():
-        return render_template("_message.html", message=message,
-                               text=engine().current_text(message, db.session),
-                               driver=message.is_active, poll=False)
+        return render_message(message, engine().current_text(message, db.session),
+                              live="sse")
     return redirect(url_for("pages.thread_show", thread_id=message.thread_id), code=303)

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from models import Message, Thread, db, utcnow
 
 from . import IdConverter, is_htmx, wants_json
-from .access import current_owner, owned_thread
+from .access import current_owner, grant_share, is_owner, owned_thread, readable_thread
+from .fragments import follow_mode, live_mode
 
 bp = Blueprint("pages", __name__)
 
@@ -78,24 +79,60 @@ def thread_create():
     return redirect(url, code=303)
 
 
-@bp.get("/threads/<id:thread_id>")
-def thread_show(thread_id: int):
-    """A thread: its newest messages and the composer."""
-    thread = owned_thread(thread_id)
+def render_thread(thread: Thread, *, readonly: bool):
+    """A thread page (or its fragment, or JSON) for its owner or a share-link viewer."""
     messages, has_more = message_page(thread)
     texts = message_texts(messages)
     if wants_json():
         return jsonify(thread=thread_json(thread),
                        messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+    mode = follow_mode()
     template = "_thread.html" if is_htmx() else "thread.html"
     return render_template(template, thread=thread, messages=messages, texts=texts,
-                           has_more=has_more, threads=owner_threads(), driver=True)
+                           has_more=has_more, readonly=readonly, follow=mode,
+                           live=live_mode(mode, owner=not readonly),
+                           ws_url=url_for("sockets.thread_socket", thread_id=thread.id),
+                           threads=[] if readonly else owner_threads())
+
+
+@bp.get("/threads/<id:thread_id>")
+def thread_show(thread_id: int):
+    """A thread: its newest messages and the composer."""
+    return render_thread(owned_thread(thread_id), readonly=False)
+
+
+@bp.post("/threads/<id:thread_id>/share")
+def share_create(thread_id: int):
+    """Create the thread's read-only share link (once; the same link afterwards)."""
+    thread = owned_thread(thread_id)
+    if not thread.share_token:
+        thread.share_token = Thread.new_share_token()
+        db.session.commit()
+    url = url_for("pages.share_show", token=thread.share_token, _external=True)
+    if wants_json():
+        return jsonify(share_url=url), 201
+    if is_htmx():
+        return render_template("_share.html", thread=thread)
+    return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
+
+
+@bp.get("/s/<token>")
+def share_show(token: str):
+    """A shared thread, read-only: anyone with the link follows it live."""
+    thread = db.session.scalar(select(Thread).where(Thread.share_token == token)) \
+        if 16 <= len(token) <= 64 else None
+    if thread is None:
+        abort(404, description="This share link does not exist (any more).")
+    if is_owner(thread):
+        return redirect(url_for("pages.thread_show", thread_id=thread.id))
+    grant_share(thread)
+    return render_thread(thread, readonly=True)
 
 
 @bp.get("/threads/<id:thread_id>/messages")
 def thread_messages(thread_id: int):
     """Older messages of a thread, for loading as the reader scrolls up."""
-    thread = owned_thread(thread_id)
+    thread = readable_thread(thread_id)
     raw = request.args.get("before")
     before = None
     if raw is not None:
@@ -106,8 +143,11 @@ def thread_messages(thread_id: int):
     texts = message_texts(messages)
     if wants_json():
         return jsonify(messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+    mode = follow_mode()
+    readonly = not is_owner(thread)
     return render_template("_messages.html", thread=thread, messages=messages, texts=texts,
-                           has_more=has_more, driver=True)
+                           has_more=has_more, readonly=readonly, follow=mode,
+                           live=live_mode(mode, owner=not readonly))
 
 
 def message_texts(messages: list[Message]) -> dict[int, str]:

@@ -9,7 +9,6 @@ from flask import (
     Response,
     abort,
     current_app,
-    render_template,
     request,
     stream_with_context,
 )
@@ -18,7 +17,8 @@ from models import PENDING, Message, db
 from streaming.reader import CursorError, Delta, Idle, Terminal
 from streaming.sse import ServerSentEvent, comment, delta_event
 
-from .access import owned_message
+from .access import is_owner, readable_message
+from .fragments import render_message
 from .pages import engine
 
 bp = Blueprint("stream", __name__)
@@ -43,7 +43,7 @@ def cursor_from_request() -> int:
 @bp.get("/messages/<id:message_id>/stream")
 def message_stream(message_id: int):
     """Server-sent events: `delta` text after the cursor, then one terminal event."""
-    message = owned_message(message_id)
+    message = readable_message(message_id)
     if message.role != "assistant":
         abort(400, description="Only a reply has a stream.")
     cursor = cursor_from_request()
@@ -83,8 +83,7 @@ def _events(items: Iterator) -> Iterator[str]:
 
 def _terminal_event(message_id: int) -> ServerSentEvent:
     message = db.session.get(Message, message_id)
-    html = render_template("_message.html", message=message, text=message.content,
-                           driver=False, poll=False)
+    html = render_message(message, message.content, readonly=not is_owner(message.thread))
     db.session.close()
     return ServerSentEvent(data=html, event=TERMINAL_EVENTS.get(message.status, "error"),
                            id=str(len(message.content)))

@@ -1,0 +1,39 @@
+"""How a page follows active replies, and the message fragments every view renders."""
+
+from __future__ import annotations
+
+from flask import current_app, render_template, request
+
+from models import Message, Thread
+
+FOLLOW_MODES = ("auto", "ws", "poll")
+STATUS_LABELS = {"pending": "waiting", "streaming": "writing", "complete": "complete",
+                 "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
+
+
+def follow_mode() -> str:
+    """`?follow=` (auto | ws | poll) or the FOLLOW_MODE setting."""
+    mode = request.args.get("follow") or current_app.config["FOLLOW_MODE"]
+    return mode if mode in FOLLOW_MODES else "auto"
+
+
+def live_mode(mode: str, *, owner: bool) -> str | None:
+    """How an active reply in a page follows: its own SSE stream, polling, or the websocket."""
+    if mode == "poll":
+        return "poll"
+    if mode == "auto" and owner:
+        return "sse"  # the owner's tab streams (and on reload resumes) from the exact offset
+    return None
+
+
+def render_message(message: Message, text: str, *, live: str | None = None, oob: bool = False,
+                   readonly: bool = False) -> str:
+    return render_template("_message.html", message=message, text=text, live=live, oob=oob,
+                           readonly=readonly)
+
+
+def render_new_messages_oob(thread: Thread, messages: list[Message], texts: dict[int, str],
+                            *, readonly: bool) -> str:
+    """Messages a websocket follower has not seen, appended to its list."""
+    return render_template("_messages_oob.html", thread=thread, messages=messages, texts=texts,
+                           readonly=readonly, live=None, has_more=False, follow="ws")
