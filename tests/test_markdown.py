@@ -89,3 +89,4 @@ def test_hostile_model_output_renders_inert(parts):
 @given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
 def test_any_text_renders_without_error_and_inert(text):
     assert_inert(render_markdown(text))
+

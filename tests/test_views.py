@@ -395,7 +395,7 @@ def test_first_prompt_becomes_the_thread_title_and_later_ones_do_not(app, client
     send(client, token, thread_id, "And websockets?")
     assert stored(app, Thread, thread_id).title == "How do SSE reconnects work?"
     page = client.get(f"/threads/{thread_id}")
-    assert b"<h1>How do SSE reconnects work?</h1>" in page.data
+    assert b"<h1 id=\"thread-title\">How do SSE reconnects work?</h1>" in page.data
 
 
 def test_a_long_first_prompt_is_shortened_for_the_title(app, client, token, thread_id):

@@ -31,6 +31,7 @@ def register_blueprints(app: Flask) -> None:
     from . import api, messages, pages, sockets, stream
     from .fragments import STATUS_LABELS
     from .markdown import render_markdown
+    from .timefmt import time_ago
 
     app.url_map.converters["id"] = IdConverter
     register_access(app)
@@ -44,6 +45,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(sockets.bp)
     sockets.init_sockets(app)
     app.add_template_filter(render_markdown, "markdown")
+    app.add_template_filter(time_ago, "ago")
     app.register_error_handler(HTTPException, _http_error)
 
 

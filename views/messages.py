@@ -66,17 +66,20 @@ def message_create(thread_id: int):
     db.session.commit()
     # No tab may ever claim it (no JavaScript, closed tab): then this worker runs it.
     engine().schedule_headless(reply.id)
+    # Other tabs and followers of this thread learn of the new messages right away.
+    engine().hub.publish(thread.channel, {"type": "created", "messages": [user.id, reply.id]})
 
     stream_url = url_for("stream.message_stream", message_id=reply.id)
     if wants_json():
         return jsonify(messages=[user.to_json(), reply.to_json()], user_message=user.to_json(),
                        assistant_message=reply.to_json(), stream_url=stream_url), 201
-    # Other tabs and followers of this thread learn of the new messages right away.
-    engine().hub.publish(thread.channel, {"type": "created", "messages": [user.id, reply.id]})
     if is_htmx():
-        return render_template("_messages.html", thread=thread, messages=[user, reply],
+        html = render_template("_messages.html", thread=thread, messages=[user, reply],
                                texts={user.id: user.content, reply.id: ""}, live="sse",
                                has_more=False, readonly=False, follow="auto")
+        # The title (from the first prompt) and the sidebar entry change too.
+        return html + render_template("_thread_title.html", thread=thread, oob=True) + \
+            render_template("_thread_link.html", t=thread, thread=thread, oob=True)
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
 
 

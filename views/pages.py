@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import (
     Blueprint,
     abort,
@@ -37,6 +39,25 @@ def message_page(thread: Thread, before: int | None = None) -> tuple[list[Messag
         query = query.where(Message.id < before)
     rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(size + 1)))
     return list(reversed(rows[:size])), len(rows) > size
+
+
+def messages_after(thread: Thread, after: int) -> list[Message]:
+    """Messages newer than `after`, oldest first (a polling tab catching up)."""
+    return list(db.session.scalars(
+        select(Message).where(Message.thread_id == thread.id, Message.id > after)
+        .order_by(Message.id).limit(current_app.config["PAGE_SIZE"])))
+
+
+def id_arg(name: str) -> int | None:
+    """An id from the query string, or a 400 that says what is wrong with it."""
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if raw == "0" and name == "after":
+        return 0
+    if not IdConverter.matches(raw):
+        abort(400, description=f"'{name}' must be a message id (a positive whole number).")
+    return int(raw)
 
 
 def engine():
@@ -91,7 +112,9 @@ def render_thread(thread: Thread, *, readonly: bool):
     return render_template(template, thread=thread, messages=messages, texts=texts,
                            has_more=has_more, readonly=readonly, follow=mode,
                            live=live_mode(mode, owner=not readonly),
-                           ws_url=url_for("sockets.thread_socket", thread_id=thread.id),
+                           # A path: the ws extension picks ws: or wss: from the page's scheme.
+                           ws_url=urlsplit(url_for("sockets.thread_socket",
+                                                   thread_id=thread.id)).path,
                            threads=[] if readonly else owner_threads())
 
 
@@ -131,23 +154,27 @@ def share_show(token: str):
 
 @bp.get("/threads/<id:thread_id>/messages")
 def thread_messages(thread_id: int):
-    """Older messages of a thread, for loading as the reader scrolls up."""
+    """Older messages (`before`), or newer ones (`after`) for a polling tab."""
     thread = readable_thread(thread_id)
-    raw = request.args.get("before")
-    before = None
-    if raw is not None:
-        if not IdConverter.matches(raw):
-            abort(400, description="'before' must be a message id (a positive whole number).")
-        before = int(raw)
-    messages, has_more = message_page(thread, before)
+    before, after = id_arg("before"), id_arg("after")
+    if before is not None and after is not None:
+        abort(400, description="Ask for messages 'before' or 'after' an id, not both.")
+    if after is not None:
+        messages, has_more = messages_after(thread, after), False
+    else:
+        messages, has_more = message_page(thread, before)
     texts = message_texts(messages)
     if wants_json():
         return jsonify(messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
     mode = follow_mode()
     readonly = not is_owner(thread)
-    return render_template("_messages.html", thread=thread, messages=messages, texts=texts,
+    html = render_template("_messages.html", thread=thread, messages=messages, texts=texts,
                            has_more=has_more, readonly=readonly, follow=mode,
                            live=live_mode(mode, owner=not readonly))
+    if after is not None and mode == "poll":
+        html += render_template("_poll_newer.html", thread=thread,
+                                after=messages[-1].id if messages else after)
+    return html
 
 
 def message_texts(messages: list[Message]) -> dict[int, str]:

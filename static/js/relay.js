@@ -2,6 +2,23 @@
 (function () {
   "use strict";
 
+  var ACTIVE = '[data-status="pending"], [data-status="streaming"]';
+  var TERMINAL = ["complete", "error", "aborted", "interrupted"];
+  var DRAIN_FRAMES = 6; // each frame shows a sixth of the backlog: speed follows the stream
+  var MAX_TRAIL_MS = 250; // ...and text never waits longer than this to be shown
+
+  // -- scrolling: follow the newest text until the reader scrolls up ------------------------
+  var stickToBottom = true;
+  function nearBottom() {
+    var doc = document.scrollingElement || document.documentElement;
+    return doc.scrollHeight - doc.scrollTop - doc.clientHeight < 120;
+  }
+  window.addEventListener("scroll", function () { stickToBottom = nearBottom(); }, { passive: true });
+  function followScroll() {
+    if (stickToBottom) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
+  // -- the driver's stream: exact cursor, smooth text ---------------------------------------
   // Keep each stream's cursor in its sse-connect URL: the sse extension re-reads that
   // attribute when it reconnects by itself, and a fresh EventSource sends no Last-Event-ID.
   function rememberCursor(source, lastEventId) {
@@ -11,30 +28,126 @@
     source.setAttribute("sse-connect", url.pathname + url.search);
   }
 
-  function nearBottom() {
-    var doc = document.scrollingElement || document.documentElement;
-    return doc.scrollHeight - doc.scrollTop - doc.clientHeight < 120;
+  var decoder = document.createElement("textarea");
+  function decodeText(data) { // the event's data is HTML text; a textarea decodes, never runs
+    decoder.innerHTML = data;
+    return decoder.value;
   }
 
-  var stickToBottom = true;
-  window.addEventListener("scroll", function () { stickToBottom = nearBottom(); }, { passive: true });
-
-  function followScroll() {
-    if (stickToBottom) window.scrollTo(0, document.documentElement.scrollHeight);
-  }
-
-  document.addEventListener("htmx:sseMessage", function (evt) {
-    var message = evt.detail;
-    var article = evt.target.closest("article.message");
-    if (message && message.type === "delta" && article) {
-      article.setAttribute("data-status", "streaming");
-      rememberCursor(article.closest("[sse-connect]"), message.lastEventId);
-    }
+  // .message-body -> {text: received but not yet shown, since: when it began waiting}
+  var queues = new Map();
+  var animating = false;
+  function reveal() {
+    animating = false;
+    var now = performance.now();
+    queues.forEach(function (queued, body) {
+      if (!body.isConnected || !queued.text) { queues.delete(body); return; }
+      var pending = queued.text;
+      // Smooth while keeping up; all at once when frames are late (hidden or busy tab).
+      var late = document.hidden || now - queued.since > MAX_TRAIL_MS;
+      var cut = late ? pending.length : Math.max(1, Math.ceil(pending.length / DRAIN_FRAMES));
+      var code = pending.charCodeAt(cut - 1); // never split a surrogate pair
+      if (code >= 0xd800 && code <= 0xdbff) cut += 1;
+      body.appendChild(document.createTextNode(pending.slice(0, cut)));
+      body.normalize();
+      if (cut < pending.length) {
+        queues.set(body, { text: pending.slice(cut), since: queued.since });
+      } else {
+        queues.delete(body);
+      }
+    });
     followScroll();
+    if (queues.size) schedule();
+  }
+  function schedule() {
+    if (animating) return;
+    animating = true;
+    var ran = false;
+    var once = function () { if (!ran) { ran = true; reveal(); } };
+    window.requestAnimationFrame(once);
+    setTimeout(once, MAX_TRAIL_MS / 2); // animation frames can stall; text must not
+  }
+
+  document.addEventListener("htmx:sseBeforeMessage", function (evt) {
+    var message = evt.detail;
+    if (!message || message.type !== "delta") return;
+    var body = evt.target.closest(".message-body");
+    var article = evt.target.closest("article.message");
+    if (!body || !article) return;
+    evt.preventDefault(); // we append the text ourselves, at a pace the eye can follow
+    article.setAttribute("data-status", "streaming");
+    rememberCursor(article.closest("[sse-connect]"), message.lastEventId);
+    var queued = queues.get(body);
+    queues.set(body, { text: (queued ? queued.text : "") + decodeText(message.data),
+                       since: queued ? queued.since : performance.now() });
+    schedule();
+  });
+
+  // -- followers: the websocket, and polling when it cannot connect -------------------------
+  function setLiveStatus(state, label) {
+    var el = document.getElementById("live-status");
+    if (el) { el.setAttribute("data-state", state); el.textContent = label; }
+  }
+
+  function pollActiveFollowers() {
+    document.querySelectorAll("article.message").forEach(function (article) {
+      if (!article.matches(ACTIVE) || article.hasAttribute("sse-connect") ||
+          article.hasAttribute("hx-get")) return;
+      article.setAttribute("hx-get", "/messages/" + article.getAttribute("data-message-id"));
+      article.setAttribute("hx-trigger", "load delay:1s");
+      article.setAttribute("hx-target", "this");
+      article.setAttribute("hx-swap", "outerHTML");
+      htmx.process(article);
+    });
+  }
+
+  document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", "Live"); });
+  ["htmx:wsClose", "htmx:wsError"].forEach(function (name) {
+    document.addEventListener(name, function () {
+      setLiveStatus("polling", "Polling");
+      pollActiveFollowers();
+    });
+  });
+
+  function incomingArticle(fragment) {
+    if (!fragment) return null;
+    if (fragment.matches && fragment.matches("article.message")) return fragment;
+    return fragment.querySelector ? fragment.querySelector("article.message") : null;
+  }
+
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var target = evt.detail.target;
+    var fragment = evt.detail.fragment;
+    if (target && target.id === "messages" && fragment && fragment.querySelectorAll) {
+      // New messages from the websocket: skip those this tab already shows.
+      fragment.querySelectorAll("article.message").forEach(function (article) {
+        if (document.getElementById(article.id)) article.remove();
+      });
+      return;
+    }
+    // This tab streams that reply itself, token by token: only its end may replace it.
+    var incoming = incomingArticle(fragment);
+    if (target && target.hasAttribute("sse-connect") && incoming &&
+        TERMINAL.indexOf(incoming.getAttribute("data-status")) < 0) {
+      evt.detail.shouldSwap = false;
+    }
+  });
+
+  // A reply can reach this tab twice (its own POST answer and the websocket): keep one,
+  // preferring the copy that streams.
+  document.addEventListener("htmx:load", function (evt) {
+    var el = evt.detail.elt;
+    if (!el || !el.matches || !el.matches("article.message")) return;
+    var copies = document.querySelectorAll('[id="' + el.id + '"]');
+    if (copies.length < 2) return;
+    var keep = Array.prototype.find.call(copies, function (c) { return c.hasAttribute("sse-connect"); }) || el;
+    copies.forEach(function (c) { if (c !== keep) c.remove(); });
   });
 
   document.addEventListener("htmx:afterSwap", followScroll);
+  document.addEventListener("htmx:sseMessage", followScroll);
 
+  // -- composer: Enter sends, Shift+Enter adds a line; disabled only while sending ----------
   function composer() { return document.getElementById("composer"); }
 
   document.addEventListener("keydown", function (evt) {
@@ -84,5 +197,7 @@
     anchor.parentNode.insertBefore(box, anchor);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { window.scrollTo(0, document.documentElement.scrollHeight); });
+  document.addEventListener("DOMContentLoaded", function () {
+    window.scrollTo(0, document.documentElement.scrollHeight);
+  });
 })();

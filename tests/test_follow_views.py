@@ -1,0 +1,114 @@
+"""How a page follows a thread: SSE for the owner, the websocket, polling, share links."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import csrf_of
+
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def token(client) -> str:
+    return csrf_of(client)
+
+
+@pytest.fixture
+def thread_id(client, token) -> int:
+    return client.post("/threads", headers={"X-CSRF-Token": token, **JSON}).json["thread"]["id"]
+
+
+def send(client, token, thread_id, content="Hello") -> dict:
+    return client.post(f"/threads/{thread_id}/messages", json={"content": content},
+                       headers={"X-CSRF-Token": token, **JSON}).json
+
+
+def article(html: str, message_id: int) -> str:
+    return re.search(rf'<article[^>]*id="message-{message_id}"[^>]*>', html, re.S).group(0)
+
+
+def test_owner_page_streams_its_active_reply_and_listens_on_the_websocket(client, token,
+                                                                          thread_id):
+    sent = send(client, token, thread_id)
+    page = client.get(f"/threads/{thread_id}").text
+    assert f'ws-connect="/threads/{thread_id}/ws"' in page
+    reply = article(page, sent["assistant_message"]["id"])
+    assert "sse-connect=" in reply and "hx-trigger" not in reply
+
+
+def test_websocket_mode_renders_active_replies_for_the_socket_to_update(client, token,
+                                                                        thread_id):
+    sent = send(client, token, thread_id)
+    page = client.get(f"/threads/{thread_id}?follow=ws").text
+    assert f'ws-connect="/threads/{thread_id}/ws"' in page
+    reply = article(page, sent["assistant_message"]["id"])
+    assert "sse-connect=" not in reply and "hx-trigger" not in reply
+
+
+def test_poll_mode_polls_active_replies_and_newer_messages_without_a_socket(client, token,
+                                                                            thread_id):
+    sent = send(client, token, thread_id)
+    page = client.get(f"/threads/{thread_id}?follow=poll").text
+    assert "ws-connect" not in page
+    reply = article(page, sent["assistant_message"]["id"])
+    assert 'hx-trigger="load delay:' in reply and "sse-connect" not in reply
+    poller = re.search(r'<div class="poll-newer"[^>]*>', page, re.S).group(0)
+    assert f"after={sent['assistant_message']['id']}" in poller
+
+
+def test_poller_answers_newer_messages_and_a_poller_that_starts_after_them(client, token,
+                                                                           thread_id):
+    first = send(client, token, thread_id, "one")
+    second = send(client, token, thread_id, "two")
+    after = first["assistant_message"]["id"]
+    html = client.get(f"/threads/{thread_id}/messages?after={after}&follow=poll",
+                      headers={"HX-Request": "true"}).text
+    ids = [int(i) for i in re.findall(r'<article[^>]*data-message-id="(\d+)"', html)]
+    assert ids == [second["user_message"]["id"], second["assistant_message"]["id"]]
+    assert f"after={second['assistant_message']['id']}" in html
+    nothing_new = client.get(f"/threads/{thread_id}/messages?after={ids[-1]}&follow=poll").text
+    assert "<article" not in nothing_new and f"after={ids[-1]}" in nothing_new
+
+
+@pytest.mark.parametrize("query", ["after=abc", "after=-1", "before=1&after=1"])
+def test_bad_after_cursor_is_a_400(client, thread_id, query):
+    assert client.get(f"/threads/{thread_id}/messages?{query}").status_code == 400
+
+
+def test_first_prompt_retitles_the_page_and_the_sidebar_out_of_band(client, token, thread_id):
+    html = client.post(f"/threads/{thread_id}/messages", data={"content": "Plan a trip"},
+                       headers={"X-CSRF-Token": token, "HX-Request": "true"}).text
+    assert '<h1 id="thread-title" hx-swap-oob="true">Plan a trip</h1>' in html
+    assert re.search(rf'id="thread-link-{thread_id}"[^>]*hx-swap-oob="true">Plan a trip', html)
+
+
+def test_share_link_gives_a_read_only_page_to_another_browser(app, client, token, thread_id):
+    sent = send(client, token, thread_id, "shared question")
+    created = client.post(f"/threads/{thread_id}/share", headers={"X-CSRF-Token": token, **JSON})
+    assert created.status_code == 201
+    path = "/" + created.json["share_url"].split("/", 3)[3]
+    again = client.post(f"/threads/{thread_id}/share", headers={"X-CSRF-Token": token, **JSON})
+    assert again.json["share_url"] == created.json["share_url"]  # one link per thread
+
+    viewer = app.test_client()
+    viewer_token = csrf_of(viewer)
+    page = viewer.get(path)
+    assert page.status_code == 200
+    assert "shared question" in page.text
+    assert 'id="composer"' not in page.text and 'data-action="cancel"' not in page.text
+    reply_id = sent["assistant_message"]["id"]
+    assert viewer.get(f"/messages/{reply_id}", headers=JSON).status_code == 200
+    headers = {"X-CSRF-Token": viewer_token, **JSON}
+    assert viewer.post(f"/threads/{thread_id}/messages", json={"content": "x"},
+                       headers=headers).status_code == 404
+    assert viewer.post(f"/messages/{reply_id}/cancel", headers=headers).status_code == 404
+    # The owner following their own share link lands on the normal page.
+    assert client.get(path).status_code == 302
+
+
+def test_unknown_share_token_is_404(client):
+    assert client.get("/s/" + "x" * 32).status_code == 404
+    assert client.get("/s/short").status_code == 404

@@ -1,0 +1,130 @@
+"""Followers under gunicorn + gevent: the websocket, poll-swap, share links, strangers."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import websocket
+
+from bench.fake_upstream import Reply
+from bench.relay_client import RelayClient
+
+from .test_server_streaming import terminal, wait_for
+
+pytestmark = pytest.mark.server
+
+STATUS = re.compile(r'<article[^>]*id="message-(\d+)"[^>]*data-status="([a-z]+)"', re.S)
+
+
+def open_socket(server, client: RelayClient, thread_id: int) -> websocket.WebSocket:
+    url = server.base_url.replace("http://", "ws://") + f"/threads/{thread_id}/ws"
+    return websocket.create_connection(url, cookie=client.cookie_header(), timeout=10)
+
+
+def test_websocket_follower_gets_state_then_fragments_until_complete(server, upstream):
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    text = " ".join(f"part{i}" for i in range(60))
+    prompt = upstream.script(Reply.words(text, token_delay_s=0.02))
+    ws = open_socket(server, owner, thread)
+    try:
+        first = ws.recv()
+        assert 'id="live-status"' in first and 'data-state="live"' in first
+
+        sent = owner.send(thread, prompt)  # nobody streams it: it runs headless
+        reply_id = str(sent["assistant_message"]["id"])
+        frames, statuses = [], []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            frame = ws.recv()
+            frames.append(frame)
+            statuses += [s for mid, s in STATUS.findall(frame) if mid == reply_id]
+            if "complete" in statuses:
+                break
+    finally:
+        ws.close()
+    # New messages arrive appended to the list, then one fragment per persisted change.
+    assert 'hx-swap-oob="beforeend:#messages"' in frames[0]
+    assert statuses.count("streaming") >= 3
+    assert statuses[-1] == "complete"
+    last = frames[-1]
+    assert 'hx-swap-oob="true"' in last and "hx-trigger" not in last
+    assert "part59" in last
+
+
+def test_poll_swap_fragment_polls_while_streaming_and_stops_when_complete(server, upstream):
+    owner = RelayClient(server.base_url).open()
+    text = " ".join(f"poll{i}" for i in range(80))
+    prompt = upstream.script(Reply.words(text, token_delay_s=0.02))
+    sent = owner.send(owner.new_thread(), prompt)
+    url = f"/messages/{sent['assistant_message']['id']}"
+    seen: list[tuple[str, bool]] = []
+
+    def poll():
+        html = owner.request("GET", url, headers={"HX-Request": "true"}).text
+        status = STATUS.search(html).group(2)
+        seen.append((status, 'hx-trigger="load delay:' in html))
+        return status == "complete"
+
+    wait_for(poll, timeout=30, interval=0.1)
+    assert ("streaming", True) in seen  # an active fragment polls itself
+    assert seen[-1] == ("complete", False)  # the finished one stops
+
+
+def test_share_link_reads_live_but_cannot_post_or_cancel(server, upstream):
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    text = " ".join(f"shared{i}" for i in range(60))
+    sent = owner.send(thread, upstream.script(Reply.words(text, token_delay_s=0.02)))
+    share = owner.post_json(f"/threads/{thread}/share")
+    assert share.status == 201
+    share_path = share.json()["share_url"].split(server.base_url, 1)[1]
+
+    viewer = RelayClient(server.base_url).open()
+    page = viewer.request("GET", share_path)
+    assert page.status == 200
+    assert 'id="composer"' not in page.text
+    assert 'data-action="cancel"' not in page.text
+    assert f"/threads/{thread}/ws" in page.text  # follows over the websocket
+
+    reply_id = sent["assistant_message"]["id"]
+    ws = open_socket(server, viewer, thread)
+    try:
+        assert 'id="live-status"' in ws.recv()
+    finally:
+        ws.close()
+    assert viewer.get_json(f"/messages/{reply_id}").status == 200
+    assert viewer.post_json(f"/threads/{thread}/messages", {"content": "hi"}).status == 404
+    assert viewer.post_json(f"/messages/{reply_id}/cancel").status == 404
+    assert viewer.post_json(f"/threads/{thread}/share").status == 404
+    done = terminal(viewer, reply_id)
+    assert done["content"] == text  # the viewer read the whole reply
+    assert owner.message(reply_id)["status"] == "complete"  # and stopped nothing
+
+
+def test_a_stranger_gets_404_or_403_everywhere_in_the_thread(server, upstream):
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    sent = owner.send(thread, upstream.script(Reply.words("mine alone")))
+    reply_id = sent["assistant_message"]["id"]
+    stranger = RelayClient(server.base_url).open()
+    attempts = [
+        stranger.request("GET", f"/threads/{thread}"),
+        stranger.get_json(f"/threads/{thread}"),
+        stranger.request("GET", f"/threads/{thread}/messages"),
+        stranger.get_json(f"/messages/{reply_id}"),
+        stranger.request("GET", f"/messages/{reply_id}", headers={"HX-Request": "true"}),
+        stranger.request("GET", f"/messages/{reply_id}/stream"),
+        stranger.post_json(f"/threads/{thread}/messages", {"content": "intrude"}),
+        stranger.post_json(f"/messages/{reply_id}/cancel"),
+        stranger.post_json(f"/threads/{thread}/share"),
+        stranger.request("GET", "/s/not-a-real-share-token-at-all"),
+    ]
+    assert [a.status for a in attempts if a.status not in (403, 404)] == []
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        open_socket(server, stranger, thread)
+    assert refused.value.status_code == 404
+    done = terminal(owner, reply_id)
+    assert (done["status"], done["content"]) == ("complete", "mine alone")
