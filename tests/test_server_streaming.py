@@ -170,3 +170,36 @@ def test_junk_or_impossible_cursor_is_a_400_not_a_500(server, browser, upstream,
     conn = browser.stream(sent["stream_url"] + f"?after={cursor}")
     assert conn.status == 400
     assert b"cursor" in conn.body
+
+
+def test_reload_mid_stream_renders_persisted_text_and_resumes_exactly_from_it(server, browser,
+                                                                              upstream):
+    import html
+    import re
+
+    text = " ".join(f"r{i}<&>" for i in range(250))
+    prompt = upstream.script(Reply.words(text, token_delay_s=0.01))
+    thread = browser.new_thread()
+    sent = browser.send(thread, prompt)
+    reply_id = sent["assistant_message"]["id"]
+    # The first tab drives it for a moment, then goes away (a reload).
+    read_reply(browser.stream(sent["stream_url"]), stop_after=5)
+    resumed_from = set()
+    while True:
+        page = browser.request("GET", f"/threads/{thread}").text
+        found = re.search(
+            rf'<article[^>]*id="message-{reply_id}"[^>]*sse-connect="([^"]+)"[^>]*>.*?'
+            r'<div class="message-body is-plain"[^>]*>(.*?)</div>', page, re.S)
+        if found is None:
+            break  # finished: the page shows the final message, with no stream to resume
+        stream_url, shown = html.unescape(found.group(1)), html.unescape(found.group(2))
+        after = int(re.search(r"after=(\d+)", stream_url).group(1))
+        assert after == len(shown)  # the cursor is exactly what the page shows
+        resumed_from.add(after)
+        rest, end_event, _ = read_reply(browser.stream(stream_url), stop_after=3)
+        assert text.startswith(shown + rest)
+        if end_event is not None:
+            assert shown + rest == text
+            break
+    assert len(resumed_from) >= 3  # reloaded at several points mid-reply
+    assert terminal(browser, reply_id)["content"] == text
