@@ -52,6 +52,9 @@ class Config:
     DRIVER_GRACE_MS = _int("DRIVER_GRACE_MS", 2000)
     HEARTBEAT_S = _float("HEARTBEAT_S", 5.0)
     STALE_AFTER_S = _float("STALE_AFTER_S", 30.0)
+    SWEEP_INTERVAL_S = _float("SWEEP_INTERVAL_S", 0.0)  # 0: min(5 s, STALE_AFTER_S / 3)
+    MODEL_RETRIES = _int("MODEL_RETRIES", 2)  # only while no token has been shown
+    MODEL_RETRY_MAX_WAIT_S = _float("MODEL_RETRY_MAX_WAIT_S", 10.0)
     POLL_INTERVAL_MS = _int("POLL_INTERVAL_MS", 1000)
     # auto: SSE for the owner's tabs, the websocket for share viewers | ws | poll
     FOLLOW_MODE = _env("FOLLOW_MODE", "auto")
@@ -86,3 +89,4 @@ class TestConfig(Config):
     DEMO_TOKEN_DELAY_MS = 0
     STREAM_THROTTLE_MS = 20
     DRIVER_GRACE_MS = 60_000  # tests start generations explicitly
+    RATE_LIMIT = "1000/minute"

@@ -13,3 +13,23 @@ keepalive = 5
 accesslog = os.environ.get("ACCESS_LOG", "-") or None  # ACCESS_LOG= (empty) turns it off
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+
+
+def post_worker_init(worker):
+    """Start this worker's background work, and end its replies cleanly on SIGTERM."""
+    import signal
+
+    import gevent
+
+    engine = worker.wsgi.extensions["relay"]
+    engine.start_background()
+    stop_accepting = worker.handle_exit
+
+    def handle_term(sig, frame):
+        stop_accepting(sig, frame)
+        # Flush every reply as `interrupted` now, so the streams end and the worker exits
+        # at once instead of waiting out graceful_timeout.
+        gevent.spawn(engine.shutdown)
+
+    signal.signal(signal.SIGTERM, handle_term)
+    signal.siginterrupt(signal.SIGTERM, False)

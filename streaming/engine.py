@@ -8,18 +8,26 @@ from collections.abc import Callable, Iterator
 
 import gevent
 from flask import Flask
+from gevent.event import Event
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from llm import Provider
-from models import ACTIVE_STATUSES, Message, thread_channel
+from models import ACTIVE_STATUSES, INTERRUPTED, Message, thread_channel
 
 from .chunking import make_chunker
 from .claim import claim_generation
-from .generation import Generation, GenerationCancelled, run_generation
-from .history import build_history
+from .generation import (
+    SHUTDOWN_REASON,
+    Generation,
+    GenerationCancelled,
+    RetryPolicy,
+    run_generation,
+)
+from .history import build_history, continuation
 from .hub import InProcessHub
 from .reader import CursorError, ReadItem, persisted_text_after, read_live, read_persisted
+from .sweeper import Sweeper
 from .writer import DeltaWriter
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,14 @@ class ReplyEngine:
             on_finalized=self._forget,
             on_cancel=self._cancel_local)
         self._headless: set[gevent.Greenlet] = set()
+        self.stopping = Event()  # set on shutdown: readers end so the worker can exit
+        stale_after = config["STALE_AFTER_S"]
+        self.sweeper = Sweeper(
+            self.session, stale_after_s=stale_after,
+            unclaimed_after_s=config["DRIVER_GRACE_MS"] / 1000 + stale_after,
+            interval_s=config["SWEEP_INTERVAL_S"] or min(5.0, stale_after / 3),
+            publish=lambda thread_id, event: hub.publish(thread_channel(thread_id), event),
+            start=self.claim_and_start)
 
     def session(self) -> Session:
         """A new session of its own: one per greenlet, never shared."""
@@ -67,6 +83,8 @@ class ReplyEngine:
             history = build_history(session, message,
                                     system_prompt=self.app.config["SYSTEM_PROMPT"],
                                     limit=self.app.config["HISTORY_MESSAGES"])
+            if message.content:  # a continued reply: the model picks up where it stopped
+                history += continuation(message.content)
             return self._start(message, history)
 
     def _start(self, message: Message, history: list[dict[str, str]]) -> Generation:
@@ -75,7 +93,7 @@ class ReplyEngine:
         self.generations[message.id] = generation
         self.writer.add(generation)
         generation.greenlet = gevent.spawn(run_generation, generation, self.provider, history,
-                                           self._generation_ended)
+                                           self._generation_ended, retry=self.retry_policy)
         self.hub.publish(thread_channel(message.thread_id),
                          {"type": "started", "message": message.id, "end": generation.end})
         return generation
@@ -99,6 +117,33 @@ class ReplyEngine:
 
     def _forget(self, generation: Generation) -> None:
         self.generations.pop(generation.message_id, None)
+
+    # -- background work and shutdown -------------------------------------------------
+    def start_background(self) -> None:
+        """Start this worker's sweeper (and writer); call once per worker process."""
+        self.writer.ensure_running()
+        self.sweeper.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """End every reply generating here as `interrupted`, its text flushed, then stop."""
+        self.stopping.set()
+        self.sweeper.stop()
+        for greenlet in list(self._headless):
+            greenlet.kill(block=False)
+        generations = [g for g in self.generations.values() if not g.done]
+        for generation in generations:
+            if generation.running and generation.greenlet is not None:
+                generation.greenlet.kill(block=False)  # GreenletExit: ends `interrupted`
+            else:
+                generation.finish(INTERRUPTED, SHUTDOWN_REASON)
+        self.writer.wake()
+        deadline = self.clock() + timeout
+        for generation in generations:
+            if not generation.finalized.wait(max(0.0, deadline - self.clock())):
+                log.error("message %s could not be saved before shutdown",
+                          generation.message_id)
+        self.writer.stop()
+        log.info("shutdown: %d replies ended as interrupted", len(generations))
 
     # -- stopping ---------------------------------------------------------------------
     def cancel(self, message_id: int) -> bool:
@@ -139,7 +184,8 @@ class ReplyEngine:
             self.session, message.id, cursor,
             subscribe=lambda: self.hub.subscribe(thread_channel(message.thread_id)),
             local=lambda: self.local(message.id),
-            poll_s=config["RESUME_POLL_S"], idle_s=config["SSE_KEEPALIVE_S"], clock=self.clock)
+            poll_s=config["RESUME_POLL_S"], idle_s=config["SSE_KEEPALIVE_S"], clock=self.clock,
+            stopping=self.stopping)
 
     def current_text(self, message: Message, session: Session) -> str:
         """The freshest text of a message this worker can see (live, else persisted)."""
@@ -151,6 +197,12 @@ class ReplyEngine:
         return message.content
 
     # -- health and shutdown ----------------------------------------------------------
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        config = self.app.config
+        return RetryPolicy(attempts=config["MODEL_RETRIES"],
+                           max_wait_s=config["MODEL_RETRY_MAX_WAIT_S"])
+
     def health(self) -> dict:
         stats = self.writer.stats
         return {"active_generations": len(self.generations),

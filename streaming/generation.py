@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -16,6 +17,25 @@ from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_REASON = "Relay hit an internal error while generating this reply."
+SHUTDOWN_REASON = ("The server restarted while this reply was being written; "
+                   "the text so far is kept.")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry a failed model call only while nothing has been shown, briefly, a few times."""
+
+    attempts: int = 2
+    max_wait_s: float = 10.0
+    base_delay_s: float = 0.5
+
+    def delay(self, attempt: int, err: ProviderError) -> float | None:
+        """Seconds to wait before retry number `attempt` (1-based), or None: give up."""
+        if not err.retryable or attempt > self.attempts:
+            return None
+        wait = err.retry_after if err.retry_after is not None else \
+            self.base_delay_s * 2 ** (attempt - 1)
+        return wait if wait <= self.max_wait_s else None
 
 
 class GenerationCancelled(gevent.GreenletExit):
@@ -118,26 +138,30 @@ class Generation:
 
 
 def run_generation(generation: Generation, provider: Provider,
-                   history: list[dict[str, str]], on_done: Callable[[Generation], None]) -> None:
+                   history: list[dict[str, str]], on_done: Callable[[Generation], None], *,
+                   retry: RetryPolicy | None = None,
+                   sleep: Callable[[float], None] = gevent.sleep) -> None:
     """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives."""
     generation.running = True
+    retry = retry or RetryPolicy(attempts=0)
     try:
         if generation.cancel_requested:  # stopped before it began: never ask the model
             raise GenerationCancelled
-        stream: Iterator = provider.stream(history)
-        try:
-            for chunk in stream:
-                if generation.cancel_requested:
-                    break
-                generation.append(chunk.text)
-                if chunk.usage:
-                    generation.usage = chunk.usage
-                if chunk.finish_reason:
-                    generation.finish_reason = chunk.finish_reason
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # closes the upstream response: a cancelled reply stops costing money
+        attempt = 0
+        while True:
+            shown = generation.end
+            try:
+                _stream_into(generation, provider, history)
+                break
+            except ProviderError as err:
+                attempt += 1
+                # A retry after text was shown would repeat or contradict it: never.
+                wait = retry.delay(attempt, err) if generation.end == shown else None
+                if wait is None or generation.cancel_requested:
+                    raise
+                log.info("model call for message %s failed (%s); retry %d in %.1f s",
+                         generation.message_id, err, attempt, wait)
+                sleep(wait)
         generation.finish(ABORTED if generation.cancel_requested else COMPLETE)
     except ProviderError as err:
         if generation.cancel_requested:
@@ -148,9 +172,27 @@ def run_generation(generation: Generation, provider: Provider,
         generation.cancel_requested = True
         generation.finish(ABORTED)
     except gevent.GreenletExit:
-        generation.finish(INTERRUPTED, "The server stopped while this reply was being written.")
+        generation.finish(INTERRUPTED, SHUTDOWN_REASON)
     except Exception:
         log.exception("generation of message %s failed", generation.message_id)
         generation.finish(ERROR, INTERNAL_ERROR_REASON)
     finally:
         on_done(generation)
+
+
+def _stream_into(generation: Generation, provider: Provider,
+                 history: list[dict[str, str]]) -> None:
+    stream: Iterator = provider.stream(history)
+    try:
+        for chunk in stream:
+            if generation.cancel_requested:
+                break
+            generation.append(chunk.text)
+            if chunk.usage:
+                generation.usage = chunk.usage
+            if chunk.finish_reason:
+                generation.finish_reason = chunk.finish_reason
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # closes the upstream response: a cancelled reply stops costing money

@@ -27,3 +27,13 @@ def build_history(session: Session, message: Message, *, system_prompt: str | No
         if row.role == "user" or row.content:
             history.append({"role": row.role, "content": row.content})
     return history
+
+
+CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "
+                        "anything already written and do not comment on the interruption.")
+
+
+def continuation(partial: str) -> list[dict[str, str]]:
+    """Messages asking the model to go on from a reply's partial text."""
+    return [{"role": "assistant", "content": partial},
+            {"role": "user", "content": CONTINUE_INSTRUCTION}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from gevent.event import Event as GeventEvent
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -83,8 +84,8 @@ def read_live(generation: Generation, cursor: int, *, idle_s: float) -> Iterator
 
 def read_persisted(session_factory: Callable[[], Session], message_id: int, cursor: int, *,
                    subscribe: Callable[[], Subscription], local: Callable[[], Generation | None],
-                   poll_s: float, idle_s: float,
-                   clock: Callable[[], float]) -> Iterator[ReadItem]:
+                   poll_s: float, idle_s: float, clock: Callable[[], float],
+                   stopping: GeventEvent | None = None) -> Iterator[ReadItem]:
     """A reply generated elsewhere: persisted deltas after `cursor`, then each new flush.
 
     Woken by the hub's `persisted` notices for this message; re-reads the database at
@@ -93,7 +94,7 @@ def read_persisted(session_factory: Callable[[], Session], message_id: int, curs
     """
     with subscribe() as subscription:
         last_sent = clock()
-        while True:
+        while stopping is None or not stopping.is_set():  # shutting down: the client reconnects
             generation = local()
             if generation is not None:
                 yield from read_live(generation, cursor, idle_s=idle_s)

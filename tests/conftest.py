@@ -77,23 +77,34 @@ class ScriptedUpstream(FakeUpstream):
     """The fake model, answering each prompt with the reply a test registered for it."""
 
     def __init__(self) -> None:
-        self.scripts: dict[str, Reply] = {}
+        self.scripts: dict[str, list[Reply]] = {}
         super().__init__(default_reply=self._reply_for)
 
-    def script(self, reply: Reply) -> str:
-        """Register `reply` and return a unique prompt that makes the model answer it."""
+    def script(self, *replies: Reply) -> str:
+        """Register replies and return a unique prompt that makes the model answer them.
+
+        Each request in that conversation (retries, continuations) takes the next reply;
+        the last one repeats.
+        """
         prompt = f"prompt-{uuid.uuid4().hex}"
-        self.scripts[prompt] = reply
+        self.scripts[prompt] = list(replies)
         return prompt
 
+    def _prompt_of(self, body: dict) -> str | None:
+        # The scripted prompt may be followed by a continuation request: search the history.
+        for message in reversed(body.get("messages") or []):
+            if message.get("role") == "user" and message.get("content") in self.scripts:
+                return message["content"]
+        return None
+
     def _reply_for(self, body: dict) -> Reply:
-        prompt = next((m["content"] for m in reversed(body.get("messages", []))
-                       if m.get("role") == "user"), "")
-        return self.scripts.get(prompt) or default_reply(body)
+        replies = self.scripts.get(self._prompt_of(body) or "")
+        if not replies:
+            return default_reply(body)
+        return replies.pop(0) if len(replies) > 1 else replies[0]
 
     def records_for(self, prompt: str) -> list:
-        return [r for r in list(self.requests)
-                if r.body and r.body.get("messages", [{}])[-1].get("content") == prompt]
+        return [r for r in list(self.requests) if r.body and self._prompt_of(r.body) == prompt]
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +123,7 @@ SERVER_ENV = {
     "DRIVER_GRACE_MS": "1500",
     "HEARTBEAT_S": "1",
     "RESUME_POLL_S": "0.5",
+    "RATE_LIMIT": "10000/minute",
 }
 
 

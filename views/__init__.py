@@ -9,6 +9,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from .access import register_access
+from .headers import register_security_headers
+from .limits import init_limits
 
 
 class IdConverter(BaseConverter):
@@ -35,6 +37,8 @@ def register_blueprints(app: Flask) -> None:
 
     app.url_map.converters["id"] = IdConverter
     register_access(app)
+    register_security_headers(app)
+    init_limits(app)
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
                                    "status_labels": STATUS_LABELS})

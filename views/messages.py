@@ -14,11 +14,12 @@ from flask import (
 )
 from sqlalchemy import update
 
-from models import ABORTED, PENDING, STREAMING, Message, db, utcnow
+from models import ABORTED, ERROR, INTERRUPTED, PENDING, STREAMING, Message, db, utcnow
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
 from .fragments import render_message
+from .limits import limiter, posting_limit
 from .pages import engine
 
 bp = Blueprint("messages", __name__)
@@ -49,6 +50,7 @@ def title_from(prompt: str) -> str:
 
 
 @bp.post("/threads/<id:thread_id>/messages")
+@limiter.limit(posting_limit)
 def message_create(thread_id: int):
     """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
     thread = owned_thread(thread_id)
@@ -122,4 +124,38 @@ def message_cancel(message_id: int):
     if is_htmx():
         return render_message(message, engine().current_text(message, db.session),
                               live="sse")
+    return redirect(url_for("pages.thread_show", thread_id=message.thread_id), code=303)
+
+
+RESUMABLE = (ERROR, ABORTED, INTERRUPTED)
+
+
+@bp.post("/messages/<id:message_id>/continue")
+@bp.post("/messages/<id:message_id>/retry")
+@limiter.limit(posting_limit)
+def message_continue(message_id: int):
+    """Generate the rest of a stopped, failed or interrupted reply into the same message.
+
+    Its text so far stays; new text goes on from that offset, so followers and resumed
+    streams stay exact. A failed reply with no text is simply tried again.
+    """
+    message = owned_message(message_id)
+    if message.role != "assistant" or message.status not in RESUMABLE:
+        abort(409, description="Only a stopped, failed or interrupted reply can be continued.")
+    result = db.session.execute(
+        update(Message).where(Message.id == message.id, Message.status == message.status)
+        .values(status=PENDING, error=None, cancel_requested=False, updated_at=utcnow()))
+    db.session.commit()
+    if result.rowcount != 1:
+        abort(409, description="This reply changed meanwhile; reload to see its state.")
+    db.session.refresh(message)
+    engine().schedule_headless(message.id)
+    engine().hub.publish(message.thread.channel, {"type": "continued", "message": message.id,
+                                                  "end": len(message.content)})
+    stream_url = url_for("stream.message_stream", message_id=message.id,
+                         after=len(message.content))
+    if wants_json():
+        return jsonify(message=message.to_json(), stream_url=stream_url), 202
+    if is_htmx():
+        return render_message(message, message.content, live="sse")
     return redirect(url_for("pages.thread_show", thread_id=message.thread_id), code=303)

@@ -1,0 +1,104 @@
+"""The sweeper: every worker looks for replies whose generator died, and prompts never started."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+
+import gevent
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
+
+from .reader import persisted_text_after
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_REASON = "The server handling this reply stopped; the text up to that point is kept."
+
+
+class Sweeper:
+    """Marks stale streaming replies `interrupted` (keeping every flushed character) and
+    starts pending replies that no worker ever claimed."""
+
+    def __init__(self, session_factory: Callable[[], Session], *, stale_after_s: float,
+                 unclaimed_after_s: float, interval_s: float,
+                 publish: Callable[[int, dict], None],
+                 start: Callable[[int], object],
+                 now: Callable[[], dt.datetime] = utcnow) -> None:
+        self._session_factory = session_factory
+        self.stale_after_s = stale_after_s
+        self.unclaimed_after_s = unclaimed_after_s
+        self.interval_s = interval_s
+        self._publish = publish
+        self._start = start
+        self._now = now
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def _run(self) -> None:
+        while True:
+            # Jitter spreads the workers' sweeps apart.
+            gevent.sleep(self.interval_s * random.uniform(0.75, 1.25))
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")
+
+    def sweep(self) -> tuple[list[int], list[int]]:
+        """One pass: (ids marked interrupted, ids started here)."""
+        return self._interrupt_stale(), self._start_unclaimed()
+
+    def _interrupt_stale(self) -> list[int]:
+        cutoff = self._now() - dt.timedelta(seconds=self.stale_after_s)
+        with self._session_factory() as session:
+            stale = list(session.scalars(select(Message.id).where(
+                Message.status == STREAMING, Message.heartbeat_at < cutoff)))
+        interrupted = []
+        for message_id in stale:
+            with self._session_factory() as session, session.begin():
+                message = session.get(Message, message_id)
+                if message is None or message.status != STREAMING:
+                    continue
+                text = persisted_text_after(session, message, 0)
+                # Only if still stale: a live writer's flush refreshes the heartbeat in the
+                # same transaction as its deltas, so it can never lose text to us.
+                result = session.execute(
+                    update(Message)
+                    .where(Message.id == message_id, Message.status == STREAMING,
+                           Message.heartbeat_at < cutoff)
+                    .values(status=INTERRUPTED, content=text, error=INTERRUPTED_REASON,
+                            cancel_requested=False))
+                if result.rowcount != 1:
+                    continue
+                session.execute(delete(StreamDelta).where(StreamDelta.message_id == message_id))
+                thread_id = message.thread_id
+                end = len(text)
+            interrupted.append(message_id)
+            log.warning("message %s had no heartbeat for %.0f s: marked interrupted at %d chars",
+                        message_id, self.stale_after_s, end)
+            self._publish(thread_id, {"type": "persisted", "message": message_id, "end": end,
+                                      "status": INTERRUPTED})
+        return interrupted
+
+    def _start_unclaimed(self) -> list[int]:
+        cutoff = self._now() - dt.timedelta(seconds=self.unclaimed_after_s)
+        with self._session_factory() as session:
+            waiting = list(session.scalars(select(Message.id).where(
+                Message.status == PENDING, Message.role == "assistant",
+                Message.updated_at < cutoff)))
+        started = [message_id for message_id in waiting if self._start(message_id) is not None]
+        for message_id in started:
+            log.warning("message %s was never started by its worker: started here", message_id)
+        return started
