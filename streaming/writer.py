@@ -121,7 +121,16 @@ class DeltaWriter:
                 flushes.append((gen, gen.persisted_end + cut, pending[:cut]))
             elif now - gen.last_heartbeat_at >= self.heartbeat_s:
                 heartbeats.append(gen)
+        # A stop asked for in another worker arrives through the database: every tick looks,
+        # so it lands within one throttle period even while the model is silent.
+        running = [g.message_id for g in self._active.values() if not g.done]
         if not (flushes or heartbeats or finals):
+            if running:
+                try:
+                    with self._session_factory() as session:  # a read: nothing to commit
+                        self._apply_cancels(_cancelled(session, running))
+                except Exception as err:
+                    log.warning("delta writer could not read stop requests: %s", err)
             return False
 
         wall = utcnow()
@@ -136,10 +145,8 @@ class DeltaWriter:
                 if beating:
                     session.execute(update(Message).where(Message.id.in_(beating))
                                     .values(heartbeat_at=wall))
-                    # A stop asked for in another worker arrives through the database.
-                    cancelled = set(session.scalars(
-                        select(Message.id).where(Message.id.in_(beating),
-                                                 Message.cancel_requested.is_(True))))
+                if running:
+                    cancelled = _cancelled(session, running)
                 for gen in finals:
                     self._finalize(session, gen, wall)
         except Exception as err:
@@ -157,10 +164,7 @@ class DeltaWriter:
                               {"type": "persisted", "message": gen.message_id, "end": end})
         for gen in heartbeats:
             gen.last_heartbeat_at = now
-        for message_id in cancelled:
-            gen = self._active.get(message_id)
-            if gen is not None and self._on_cancel is not None:
-                self._on_cancel(gen)
+        self._apply_cancels(cancelled)
         for gen in finals:
             self._active.pop(gen.message_id, None)
             self.stats.finalized += 1
@@ -172,6 +176,12 @@ class DeltaWriter:
             if self._on_finalized is not None:
                 self._on_finalized(gen)
         return True
+
+    def _apply_cancels(self, message_ids: set[int]) -> None:
+        for message_id in message_ids:
+            gen = self._active.get(message_id)
+            if gen is not None and not gen.done and self._on_cancel is not None:
+                self._on_cancel(gen)
 
     def _finalize(self, session: Session, gen: Generation, wall) -> None:
         timings = gen.timings()
@@ -189,3 +199,9 @@ class DeltaWriter:
             session.execute(update(Message).where(Message.id == gen.message_id)
                             .values(content=gen.text, usage=gen.usage))
         session.execute(delete(StreamDelta).where(StreamDelta.message_id == gen.message_id))
+
+
+def _cancelled(session: Session, message_ids: list[int]) -> set[int]:
+    """Which of these replies someone asked to stop."""
+    return set(session.scalars(select(Message.id).where(
+        Message.id.in_(message_ids), Message.cancel_requested.is_(True))))

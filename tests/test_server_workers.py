@@ -4,13 +4,14 @@ generating the reply, which must then read it from the database, still exactly."
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reply
 
-from .test_server_streaming import TRICKY, terminal
+from .test_server_streaming import TRICKY, terminal, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -67,3 +68,24 @@ def test_headless_reply_completes_with_two_workers(two_workers, upstream):
     sent = browser.send(browser.new_thread(), prompt)
     done = terminal(browser, sent["assistant_message"]["id"])
     assert (done["status"], done["content"]) == ("complete", text)
+
+
+def test_stop_reaches_a_silent_model_whichever_worker_takes_it(two_workers, upstream):
+    browser = RelayClient(two_workers.base_url).open()
+    replies = []
+    for _ in range(6):
+        prompt = upstream.script(Reply.words("never shown", first_token_delay_s=20))
+        sent = browser.send(browser.new_thread(), prompt)
+        conn = browser.stream(sent["stream_url"])  # claims it: generating, model silent
+        replies.append((sent["assistant_message"]["id"], conn, prompt))
+    for reply_id, _, _ in replies:
+        wait_for(lambda rid=reply_id: browser.message(rid)["status"] == "streaming", 10)
+    started = time.monotonic()
+    for reply_id, _, _ in replies:
+        assert browser.post_json(f"/messages/{reply_id}/cancel").status == 202
+    for reply_id, conn, prompt in replies:
+        assert read_reply(conn)[:2] == ("", "aborted")
+        assert browser.message(reply_id)["status"] == "aborted"
+        record = upstream.records_for(prompt)[0]
+        upstream.wait_until(lambda r=record: r.closed_early, timeout=5)
+    assert time.monotonic() - started < 6  # each within about a second, not at first token

@@ -270,3 +270,21 @@ def test_the_running_writer_persists_every_reply_not_only_the_first(engine):
         writer.wake()
         assert gen.finalized.wait(5)
     writer.stop()
+
+
+def test_a_stop_requested_in_the_database_arrives_while_the_model_is_silent(engine, commits):
+    clock = FakeClock()
+    cancelled: list[int] = []
+    writer = make_writer(engine, clock)
+    writer._on_cancel = lambda g: cancelled.append(g.message_id)
+    (mid,) = make_messages(engine, 1)
+    writer.add(Generation(mid, 1, clock=clock))
+    commits.clear()
+    with Session(engine) as session:
+        session.get(Message, mid).cancel_requested = True
+        session.commit()
+    commits.clear()
+    clock.advance(0.1)  # no text, no heartbeat due: a read, not a write
+    assert writer.tick() is False
+    assert cancelled == [mid]
+    assert commits == []
