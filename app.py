@@ -41,7 +41,7 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     with app.app_context():
         db_engine = db.engine
-    _tune_sqlite(db_engine)
+    _tune_sqlite(db_engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
     provider = app.config.get("PROVIDER") or make_provider(app.config)
     app.extensions["relay"] = ReplyEngine(app, provider, InProcessHub(), db_engine=db_engine)
@@ -72,7 +72,7 @@ def engine_options(url: str) -> dict:
     return {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_timeout": 30}
 
 
-def _tune_sqlite(engine) -> None:
+def _tune_sqlite(engine, busy_timeout_ms: int) -> None:
     if engine.dialect.name != "sqlite":
         return
 
@@ -81,7 +81,7 @@ def _tune_sqlite(engine) -> None:
         # WAL lets readers run beside the one writer; busy_timeout waits out short locks.
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -36,6 +36,8 @@ class Config:
     SECRET_KEY = _env("SECRET_KEY")  # generated into the instance folder when unset
     DATABASE_URL = _env("DATABASE_URL")  # default: SQLite in the instance folder
     REDIS_URL = _env("REDIS_URL")
+    # SQLite waits this long for a lock, blocking its worker's event loop meanwhile.
+    SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 
     CHAT_PROVIDER = _env("CHAT_PROVIDER")  # "openai" | "demo"; default decided by the keys below
     OPENAI_API_KEY = _env("OPENAI_API_KEY")

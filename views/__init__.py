@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask, jsonify, make_response, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, current_app, jsonify, make_response, render_template, request
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.routing import BaseConverter
 
 from .access import register_access
@@ -51,6 +52,7 @@ def register_blueprints(app: Flask) -> None:
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(time_ago, "ago")
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(OperationalError, _database_unavailable)
 
 
 def wants_json() -> bool:
@@ -62,6 +64,18 @@ def wants_json() -> bool:
 
 def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
+
+
+def _database_unavailable(err: OperationalError):
+    """A locked or unreachable database is a 503 the client may retry, never a traceback."""
+    from models import db
+
+    db.session.rollback()
+    current_app.logger.warning("database unavailable for %s %s: %s", request.method,
+                               request.path, err.orig)
+    return _http_error(ServiceUnavailable(
+        description="The database is busy or unreachable; try again in a moment.",
+        retry_after=1))
 
 
 def _http_error(err: HTTPException):
