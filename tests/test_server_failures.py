@@ -12,6 +12,7 @@ import pytest
 
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reply
+from streaming.sse import decode_delta
 
 from .test_server_streaming import terminal, wait_for
 
@@ -24,6 +25,15 @@ FAILURE_ENV = {"OPENAI_READ_TIMEOUT_S": "1", "MODEL_RETRIES": "0"}
 def fragile(server_factory):
     """Relay with short model timeouts and no retries: every failure shows at once."""
     return server_factory(**FAILURE_ENV)
+
+
+def read_to_end(events, text: list[str]) -> str | None:
+    """Append each delta's text to `text` until the terminal event; return its name."""
+    for event in events:
+        if event.event != "delta":
+            return event.event
+        text.append(decode_delta(event.data))
+    return None
 
 
 def words(n: int, stem: str = "w") -> str:
@@ -105,8 +115,6 @@ def test_cancel_aborts_within_a_second_keeps_text_and_closes_the_upstream(server
     reply_id = sent["assistant_message"]["id"]
     seen: list[str] = []
     with browser.stream(sent["stream_url"]) as conn:
-        from streaming.sse import decode_delta
-
         events = iter(conn)
         for event in events:
             seen.append(decode_delta(event.data))
@@ -115,13 +123,7 @@ def test_cancel_aborts_within_a_second_keeps_text_and_closes_the_upstream(server
         asked = time.monotonic()
         answer = browser.post_json(f"/messages/{reply_id}/cancel")
         assert answer.status == 202
-        end = None
-        for event in events:
-            if event.event == "delta":
-                seen.append(decode_delta(event.data))
-            else:
-                end = event.event
-                break
+        end = read_to_end(events, seen)
         stopped_in = time.monotonic() - asked
     assert end == "aborted"
     assert stopped_in < 1.0
@@ -219,21 +221,13 @@ def test_sigterm_mid_reply_flushes_all_text_and_ends_interrupted(server_factory,
     conn = browser.stream(sent["stream_url"])
     events = iter(conn)
     received: list[str] = []
-    from streaming.sse import decode_delta
-
     for event in events:
         received.append(decode_delta(event.data))
         if len(received) == 30:
             break
     relay.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
-    end = None
-    for event in events:
-        if event.event == "delta":
-            received.append(decode_delta(event.data))
-        else:
-            end = event.event
-            break
+    end = read_to_end(events, received)
     conn.close()
     relay.process.wait(30)
     exited_in = time.monotonic() - signalled

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 
 from flask import Flask, abort, g, request, session
 
@@ -45,26 +46,49 @@ def _check_csrf() -> None:
         abort(403, description="Missing or invalid CSRF token: reload the page and try again.")
 
 
-def owned_thread(thread_id: int) -> Thread:
-    """The thread if this browser owns it; 404 otherwise (never reveal that it exists)."""
+def is_owner(thread: Thread) -> bool:
+    return thread.owner == session.get("owner")
+
+
+def can_read(thread: Thread) -> bool:
+    """The owner, or a browser that opened the thread's current share link."""
+    return is_owner(thread) or _has_share(thread)
+
+
+def _thread_if(thread_id: int, allowed: Callable[[Thread], bool]) -> Thread:
     thread = db.session.get(Thread, thread_id)
-    if thread is None or thread.owner != session.get("owner"):
-        abort(404, description="No such thread.")
+    if thread is None or not allowed(thread):
+        abort(404, description="No such thread.")  # never reveal that it exists
     g.thread = thread
     return thread
 
 
-def owned_message(message_id: int) -> Message:
-    """The message if this browser owns its thread; 404 otherwise."""
+def _message_if(message_id: int, allowed: Callable[[Thread], bool]) -> Message:
     message = db.session.get(Message, message_id)
     if message is None:
         abort(404, description="No such message.")
-    owned_thread(message.thread_id)
+    _thread_if(message.thread_id, allowed)
     return message
 
 
-def is_owner(thread: Thread) -> bool:
-    return thread.owner == session.get("owner")
+def owned_thread(thread_id: int) -> Thread:
+    """The thread if this browser owns it; 404 otherwise."""
+    return _thread_if(thread_id, is_owner)
+
+
+def owned_message(message_id: int) -> Message:
+    """The message if this browser owns its thread; 404 otherwise."""
+    return _message_if(message_id, is_owner)
+
+
+def readable_thread(thread_id: int) -> Thread:
+    """The thread if this browser owns it or holds its current share link; 404 otherwise."""
+    return _thread_if(thread_id, can_read)
+
+
+def readable_message(message_id: int) -> Message:
+    """The message if this browser may read its thread; 404 otherwise."""
+    return _message_if(message_id, can_read)
 
 
 def grant_share(thread: Thread) -> None:
@@ -72,23 +96,6 @@ def grant_share(thread: Thread) -> None:
     grants = dict(session.get("shares", {}))
     grants[str(thread.id)] = thread.share_token
     session["shares"] = grants
-
-
-def readable_thread(thread_id: int) -> Thread:
-    """The thread if this browser owns it or holds its current share link; 404 otherwise."""
-    thread = db.session.get(Thread, thread_id)
-    if thread is None or not (is_owner(thread) or _has_share(thread)):
-        abort(404, description="No such thread.")
-    g.thread = thread
-    return thread
-
-
-def readable_message(message_id: int) -> Message:
-    message = db.session.get(Message, message_id)
-    if message is None:
-        abort(404, description="No such message.")
-    readable_thread(message.thread_id)
-    return message
 
 
 def _has_share(thread: Thread) -> bool:
