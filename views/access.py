@@ -42,7 +42,9 @@ def _check_csrf() -> None:
         return
     expected = session.get("csrf")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
-    if not expected or not sent or not hmac.compare_digest(expected, sent):
+    # Compared as bytes: compare_digest refuses non-ASCII str, and junk must be a 403.
+    if not expected or not sent or not hmac.compare_digest(
+            expected.encode(), sent.encode("utf-8", "surrogateescape")):
         abort(403, description="Missing or invalid CSRF token: reload the page and try again.")
 
 
@@ -100,4 +102,5 @@ def grant_share(thread: Thread) -> None:
 
 def _has_share(thread: Thread) -> bool:
     token = session.get("shares", {}).get(str(thread.id))
-    return bool(token and thread.share_token and hmac.compare_digest(token, thread.share_token))
+    return bool(token and thread.share_token
+                and hmac.compare_digest(token.encode(), thread.share_token.encode()))

@@ -25,6 +25,7 @@ from .pages import engine
 bp = Blueprint("messages", __name__)
 
 TITLE_CHARS = 80
+TOO_FAST = "You are sending messages too fast; wait a moment and try again."
 
 
 def prompt_from_request() -> str:
@@ -36,6 +37,10 @@ def prompt_from_request() -> str:
         content = request.form.get("content")
     if not isinstance(content, str) or not content.strip():
         abort(400, description="Write a message first: 'content' is empty.")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): not storable text
+        abort(400, description="'content' is not valid Unicode text.")
     content = content.replace("\r\n", "\n")
     limit = current_app.config["MAX_PROMPT_CHARS"]
     if len(content) > limit:
@@ -50,7 +55,7 @@ def title_from(prompt: str) -> str:
 
 
 @bp.post("/threads/<id:thread_id>/messages")
-@limiter.limit(posting_limit)
+@limiter.limit(posting_limit, error_message=TOO_FAST)
 def message_create(thread_id: int):
     """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
     thread = owned_thread(thread_id)
@@ -132,7 +137,7 @@ RESUMABLE = (ERROR, ABORTED, INTERRUPTED)
 
 @bp.post("/messages/<id:message_id>/continue")
 @bp.post("/messages/<id:message_id>/retry")
-@limiter.limit(posting_limit)
+@limiter.limit(posting_limit, error_message=TOO_FAST)
 def message_continue(message_id: int):
     """Generate the rest of a stopped, failed or interrupted reply into the same message.
 
