@@ -89,7 +89,7 @@ class ReplyEngine:
 
     def _start(self, message: Message, history: list[dict[str, str]]) -> Generation:
         generation = Generation(message.id, message.thread_id, prefix=message.content,
-                                clock=self.clock)
+                                clock=self.clock, on_first_text=self.writer.wake)
         self.generations[message.id] = generation
         self.writer.add(generation)
         generation.greenlet = gevent.spawn(run_generation, generation, self.provider, history,
@@ -193,7 +193,10 @@ class ReplyEngine:
         if generation is not None:
             return generation.text
         if message.status in ACTIVE_STATUSES:
-            return persisted_text_after(session, message, 0)
+            text = persisted_text_after(session, message, 0)
+            # It may have ended meanwhile (its deltas folded into content): look again.
+            session.refresh(message)
+            return text if message.status in ACTIVE_STATUSES else message.content
         return message.content
 
     # -- health and shutdown ----------------------------------------------------------

@@ -51,7 +51,8 @@ class Generation:
     """
 
     def __init__(self, message_id: int, thread_id: int, *, prefix: str = "",
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float],
+                 on_first_text: Callable[[], None] | None = None) -> None:
         self.message_id = message_id
         self.thread_id = thread_id
         self.clock = clock
@@ -75,6 +76,8 @@ class Generation:
         self.last_flush_at = self.started_at
         self.last_heartbeat_at = self.started_at
         self.greenlet: gevent.Greenlet | None = None
+        # Followers see the first words at once rather than a throttle period later.
+        self._on_first_text = on_first_text
 
     # -- reading ----------------------------------------------------------------------
     @property
@@ -112,6 +115,8 @@ class Generation:
             return
         if self.first_token_at is None:
             self.first_token_at = self.clock()
+            if self._on_first_text is not None:
+                self._on_first_text()
         self._pieces.append(piece)
         self.end += len(piece)
         self._ends.append(self.end)
