@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -96,6 +96,9 @@ class RequestRecord:
     first_token_sent: float | None = None
     finished: float | None = None  # the whole response was sent
     tokens_sent: int = 0
+    # time.monotonic() right after each content token was written, in order (one per token
+    # sent), so a benchmark can measure the relay latency of every token, not just the ends.
+    token_times: list[float] = field(default_factory=list)
     closed_early: bool = False  # the client went away before the reply ended
     closed_at: float | None = None  # when the connection ended early (client or a scripted drop)
     outcome: str | None = None  # complete | http_error | error_event | dropped | client_closed
@@ -236,6 +239,14 @@ class FakeUpstream:
         with self._changed:
             for key, value in changes.items():
                 setattr(record, key, value)
+            self._changed.notify_all()
+
+    def _token_sent(self, record: RequestRecord, sent_at: float) -> None:
+        with self._changed:
+            if record.first_token_sent is None:
+                record.first_token_sent = sent_at
+            record.token_times.append(sent_at)
+            record.tokens_sent = len(record.token_times)
             self._changed.notify_all()
 
     def _count_stream(self, delta: int) -> None:
@@ -465,10 +476,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._write(frame(event({"content": tokens[i]}))):
                 self._client_gone(record)
                 return
-            changes: dict[str, Any] = {"tokens_sent": i + 1}
-            if i == 0:
-                changes["first_token_sent"] = time.monotonic()
-            self.fake._update(record, **changes)
+            self.fake._token_sent(record, time.monotonic())
 
         # The tail goes out in one write so a client that hangs up right after [DONE] (the
         # SDK does) is never mistaken for one that left early.
