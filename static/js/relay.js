@@ -101,11 +101,32 @@
     });
   }
 
+  // ...and ask for messages posted from elsewhere, as a page in polling mode does.
+  function pollNewerMessages() {
+    var list = document.getElementById("messages");
+    var thread = document.querySelector("[data-thread-id]");
+    if (!list || !thread || document.getElementById("poll-newer")) return;
+    var articles = list.querySelectorAll("article.message");
+    var last = articles.length ? articles[articles.length - 1].getAttribute("data-message-id") : "0";
+    var poller = document.createElement("div");
+    poller.id = "poll-newer";
+    poller.className = "poll-newer";
+    poller.setAttribute("aria-hidden", "true");
+    poller.setAttribute("hx-get", "/threads/" + thread.getAttribute("data-thread-id") +
+                        "/messages?after=" + last + "&follow=poll");
+    poller.setAttribute("hx-trigger", "load delay:1s");
+    poller.setAttribute("hx-target", "this");
+    poller.setAttribute("hx-swap", "outerHTML");
+    list.appendChild(poller);
+    htmx.process(poller);
+  }
+
   document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", "Live"); });
   ["htmx:wsClose", "htmx:wsError"].forEach(function (name) {
     document.addEventListener(name, function () {
       setLiveStatus("polling", "Polling");
       pollActiveFollowers();
+      pollNewerMessages();
     });
   });
 
