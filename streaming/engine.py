@@ -76,7 +76,7 @@ class ReplyEngine:
     # -- starting ---------------------------------------------------------------------
     def claim_and_start(self, message_id: int) -> Generation | None:
         """Claim a pending reply and generate it here; None when someone else has it."""
-        with self.app.app_context(), self.session() as session:
+        with self.session() as session:
             if not claim_generation(session, message_id):
                 return None
             message = session.get(Message, message_id)
