@@ -10,7 +10,7 @@ from pathlib import Path
 
 from flask import Flask
 from flask_migrate import Migrate
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
 from config import Config
 from llm import make_provider
@@ -41,10 +41,17 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     with app.app_context():
         db_engine = db.engine
-    _tune_sqlite(db_engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    # The writer and sweeper get connections of their own: requests that hold pooled
+    # connections (many at once) must never keep a reply from being saved.
+    background_engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"],
+                                      **background_engine_options(
+                                          app.config["SQLALCHEMY_DATABASE_URI"]))
+    for engine in (db_engine, background_engine):
+        _tune_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
     provider = app.config.get("PROVIDER") or make_provider(app.config)
-    app.extensions["relay"] = ReplyEngine(app, provider, InProcessHub(), db_engine=db_engine)
+    app.extensions["relay"] = ReplyEngine(app, provider, InProcessHub(), db_engine=db_engine,
+                                          background_engine=background_engine)
 
     from views import register_blueprints
 
@@ -66,10 +73,16 @@ def database_url(url: str | None, instance: Path) -> str:
 
 
 def engine_options(url: str) -> dict:
+    """Pool for requests: greenlets hold a connection for one short transaction at a time."""
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 5}}
-    # Greenlets hold a connection only for one short transaction; SSE readers never keep one.
+        return {"pool_size": 10, "max_overflow": 90, "pool_timeout": 30}
     return {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_timeout": 30}
+
+
+def background_engine_options(url: str) -> dict:
+    """A small pool for the delta writer and the sweeper alone."""
+    options = {"pool_size": 2, "max_overflow": 2, "pool_timeout": 30}
+    return options if url.startswith("sqlite") else {**options, "pool_pre_ping": True}
 
 
 def _tune_sqlite(engine, busy_timeout_ms: int) -> None:

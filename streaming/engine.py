@@ -42,16 +42,19 @@ class ReplyEngine:
     """
 
     def __init__(self, app: Flask, provider: Provider, hub: InProcessHub, *,
-                 db_engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
+                 db_engine: Engine, background_engine: Engine | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         config = app.config
         self.app = app
         self._sessions = sessionmaker(db_engine, expire_on_commit=False)
+        # The writer and sweeper never queue behind requests for a pooled connection.
+        background = sessionmaker(background_engine or db_engine, expire_on_commit=False)
         self.provider = provider
         self.hub = hub
         self.clock = clock
         self.generations: dict[int, Generation] = {}
         self.writer = DeltaWriter(
-            self.session, hub,
+            background, hub,
             chunker=make_chunker(config["STREAM_CHUNKING"]),
             throttle_s=config["STREAM_THROTTLE_MS"] / 1000,
             max_lag_s=config["STREAM_MAX_LAG_MS"] / 1000,
@@ -63,7 +66,7 @@ class ReplyEngine:
         self.stopping = Event()  # set on shutdown: readers end so the worker can exit
         stale_after = config["STALE_AFTER_S"]
         self.sweeper = Sweeper(
-            self.session, stale_after_s=stale_after,
+            background, stale_after_s=stale_after,
             unclaimed_after_s=config["DRIVER_GRACE_MS"] / 1000 + stale_after,
             interval_s=config["SWEEP_INTERVAL_S"] or min(5.0, stale_after / 3),
             publish=lambda thread_id, event: hub.publish(thread_channel(thread_id), event),

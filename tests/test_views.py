@@ -545,7 +545,8 @@ def test_fragment_of_an_active_reply_polls_itself(app, client, sent):
     article = Dom(response.text).find("article", id=f"message-{reply_id}")
     assert article["data-status"] == "pending"
     assert article["hx-get"] == f"/messages/{reply_id}"
-    assert article["hx-trigger"] == f"load delay:{app.config['POLL_INTERVAL_MS']}ms"
+    assert article["hx-trigger"] == \
+        f"load delay:{app.config['POLL_INTERVAL_MS']}ms, relay:resume"
     assert article["hx-swap"] == "outerHTML"
     assert "sse-connect" not in article  # a poll-swap follower opens no stream
 

@@ -111,8 +111,11 @@ def message_cancel(message_id: int):
     if message.is_active:
         generation = engine().local(message.id)
         if engine().cancel(message.id):
-            # Answer with the stopped state, not a reply that still looks alive.
+            # Answer with the stopped state, not a reply that still looks alive; hold no
+            # connection while waiting (the writer may need one to save that state).
+            db.session.close()
             generation.finalized.wait(current_app.config["CANCEL_WAIT_S"])
+            message = owned_message(message_id)
         else:
             # Not generating here: a pending reply ends now; a streaming one elsewhere is
             # stopped by its worker, which checks this flag at every flush.
@@ -123,7 +126,7 @@ def message_cancel(message_id: int):
                                                      Message.status == STREAMING)
                                .values(cancel_requested=True))
             db.session.commit()
-        db.session.refresh(message)
+            db.session.refresh(message)
     if wants_json():
         return jsonify(message.to_json(engine().current_text(message, db.session))), 202
     if is_htmx():

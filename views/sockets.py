@@ -35,8 +35,9 @@ def thread_socket(ws, thread_id: int) -> None:
     readonly = not is_owner(thread)
     relay = engine()
     with relay.hub.subscribe(thread_channel(thread.id)) as subscription:
-        ws.send(_state_frame(thread, readonly))
-        db.session.close()
+        frame = _state_frame(thread, readonly)
+        db.session.close()  # a slow client must not hold a connection while we send
+        ws.send(frame)
         while ws.connected:
             event = subscription.get(timeout=RECEIVE_POLL_S)
             if event is None:

@@ -19,6 +19,24 @@
   }
 
   // -- the driver's stream: exact cursor, smooth text ---------------------------------------
+  // A stream's terminal `event: error` shares its name with the EventSource's own error
+  // event, which htmx treats as a broken connection. Re-dispatch the server's event under
+  // a name of our own (the page listens for `reply-error`), and keep connection errors the
+  // browser retries by itself (with Last-Event-ID) away from htmx.
+  htmx.createEventSource = function (url) {
+    var source = new EventSource(url, { withCredentials: true });
+    source.addEventListener("error", function (evt) {
+      if (evt instanceof MessageEvent) {
+        evt.stopImmediatePropagation();
+        source.dispatchEvent(new MessageEvent("reply-error", {
+          data: evt.data, lastEventId: evt.lastEventId }));
+      } else if (source.readyState === EventSource.CONNECTING) {
+        evt.stopImmediatePropagation();
+      }
+    });
+    return source;
+  };
+
   // Keep each stream's cursor in its sse-connect URL: the sse extension re-reads that
   // attribute when it reconnects by itself, and a fresh EventSource sends no Last-Event-ID.
   function rememberCursor(source, lastEventId) {
@@ -68,14 +86,28 @@
     setTimeout(once, MAX_TRAIL_MS / 2); // animation frames can stall; text must not
   }
 
+  function markStreaming(article) {
+    if (article.getAttribute("data-status") === "streaming") return;
+    article.setAttribute("data-status", "streaming");
+    var label = article.querySelector(".message-status");
+    if (label) {
+      label.className = "message-status status--streaming";
+      label.textContent = "writing";
+    }
+  }
+
   document.addEventListener("htmx:sseBeforeMessage", function (evt) {
     var message = evt.detail;
-    if (!message || message.type !== "delta") return;
+    if (!(message instanceof MessageEvent) || typeof message.data !== "string") {
+      evt.preventDefault(); // a connection event, not server data: nothing to swap
+      return;
+    }
+    if (message.type !== "delta") return;
     var body = evt.target.closest(".message-body");
     var article = evt.target.closest("article.message");
     if (!body || !article) return;
     evt.preventDefault(); // we append the text ourselves, at a pace the eye can follow
-    article.setAttribute("data-status", "streaming");
+    markStreaming(article);
     rememberCursor(article.closest("[sse-connect]"), message.lastEventId);
     var queued = queues.get(body);
     queues.set(body, { text: (queued ? queued.text : "") + decodeText(message.data),
@@ -94,7 +126,7 @@
       if (!article.matches(ACTIVE) || article.hasAttribute("sse-connect") ||
           article.hasAttribute("hx-get")) return;
       article.setAttribute("hx-get", "/messages/" + article.getAttribute("data-message-id"));
-      article.setAttribute("hx-trigger", "load delay:1s");
+      article.setAttribute("hx-trigger", "load delay:1s, relay:resume");
       article.setAttribute("hx-target", "this");
       article.setAttribute("hx-swap", "outerHTML");
       htmx.process(article);
@@ -114,12 +146,25 @@
     poller.setAttribute("aria-hidden", "true");
     poller.setAttribute("hx-get", "/threads/" + thread.getAttribute("data-thread-id") +
                         "/messages?after=" + last + "&follow=poll");
-    poller.setAttribute("hx-trigger", "load delay:1s");
+    poller.setAttribute("hx-trigger", "load delay:1s, relay:resume");
     poller.setAttribute("hx-target", "this");
     poller.setAttribute("hx-swap", "outerHTML");
     list.appendChild(poller);
     htmx.process(poller);
   }
+
+  // Offline, a poll can only fail: hold it, and poll again as soon as the network is back.
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var trigger = evt.detail.elt && evt.detail.elt.getAttribute("hx-trigger");
+    if (!navigator.onLine && trigger && trigger.indexOf("relay:resume") >= 0) {
+      evt.preventDefault();
+    }
+  });
+  window.addEventListener("online", function () {
+    document.querySelectorAll('[hx-trigger*="relay:resume"]').forEach(function (el) {
+      htmx.trigger(el, "relay:resume");
+    });
+  });
 
   document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", "Live"); });
   ["htmx:wsClose", "htmx:wsError"].forEach(function (name) {
