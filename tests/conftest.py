@@ -12,8 +12,10 @@ import pytest
 from app import create_app
 from bench.fake_upstream import FakeUpstream, Reply, default_reply
 from bench.relay_server import RelayServer
+from bench.sse_client import Event, SSEParser
 from config import TestConfig
 from models import db
+from streaming.sse import decode_delta
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -31,6 +33,8 @@ def app(tmp_path):
     with app.app_context():
         db.create_all()
     yield app
+    # Leave no greenlet of this app behind: headless starts, generations, the writer.
+    app.extensions["relay"].shutdown(timeout=2)
     with app.app_context():
         db.engine.dispose()
 
@@ -49,6 +53,48 @@ def csrf_of(client) -> str:
     """Load a page the way a browser does and return its CSRF token."""
     page = client.get("/")
     return re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+
+
+JSON = {"Accept": "application/json"}
+
+
+def new_thread(client, token: str) -> int:
+    response = client.post("/threads", headers={"X-CSRF-Token": token, **JSON})
+    assert response.status_code == 201, response.text
+    return response.json["thread"]["id"]
+
+
+def send(client, token: str, thread_id: int, content: str = "Hello") -> dict:
+    """Post a prompt as JSON: both messages and the reply's `stream_url`."""
+    response = client.post(f"/threads/{thread_id}/messages", json={"content": content},
+                           headers={"X-CSRF-Token": token, **JSON})
+    assert response.status_code == 201, response.text
+    return response.json
+
+
+def sse_events(body: bytes) -> list[Event]:
+    return SSEParser().feed(body)
+
+
+def decoded(events: list[Event]) -> str:
+    """The reply's text as a client rebuilds it: decoded `delta` data, in order."""
+    return "".join(decode_delta(e.data) for e in events if e.event == "delta")
+
+
+@pytest.fixture
+def token(client) -> str:
+    return csrf_of(client)
+
+
+@pytest.fixture
+def thread_id(client, token) -> int:
+    return new_thread(client, token)
+
+
+@pytest.fixture
+def stranger(app):
+    """Another browser: its own cookies, owner identity and CSRF token."""
+    return app.test_client()
 
 
 # -- services --------------------------------------------------------------------------------

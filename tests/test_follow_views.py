@@ -6,24 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import csrf_of
-
-JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-def token(client) -> str:
-    return csrf_of(client)
-
-
-@pytest.fixture
-def thread_id(client, token) -> int:
-    return client.post("/threads", headers={"X-CSRF-Token": token, **JSON}).json["thread"]["id"]
-
-
-def send(client, token, thread_id, content="Hello") -> dict:
-    return client.post(f"/threads/{thread_id}/messages", json={"content": content},
-                       headers={"X-CSRF-Token": token, **JSON}).json
+from tests.conftest import JSON, csrf_of, send
 
 
 def article(html: str, message_id: int) -> str:

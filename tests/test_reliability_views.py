@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import func, select
 
 from app import create_app
-from bench.sse_client import Event, SSEParser
 from config import TestConfig
 from llm.demo import demo_reply
 from models import (
@@ -33,9 +32,8 @@ from models import (
 )
 from streaming.history import CONTINUE_INSTRUCTION
 from streaming.sse import decode_delta
-from tests.conftest import csrf_of
+from tests.conftest import JSON, csrf_of, decoded, new_thread, sse_events
 
-JSON = {"Accept": "application/json"}
 HTMX = {"HX-Request": "true"}
 PROMPT = "Explain resumable streams"
 PARTIAL = "Resumable streams keep <every> character & \"quote\" 'as is'.\r\nThen "
@@ -87,14 +85,6 @@ class Dom(HTMLParser):
         return found[0]
 
 
-def sse_events(body: bytes) -> list[Event]:
-    return SSEParser().feed(body)
-
-
-def decoded(events: list[Event]) -> str:
-    return "".join(decode_delta(e.data) for e in events if e.event == "delta")
-
-
 def count(app, model) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(model))
@@ -105,12 +95,6 @@ def stored(app, message_id: int) -> Message:
         message = db.session.get(Message, message_id)
         db.session.expunge(message)
         return message
-
-
-def new_thread(client, token: str) -> int:
-    response = client.post("/threads", headers={"X-CSRF-Token": token, **JSON})
-    assert response.status_code == 201, response.text
-    return response.json["thread"]["id"]
 
 
 def add_reply(app, thread_id: int, status: str, content: str = PARTIAL,
@@ -133,39 +117,6 @@ def user_message_of(app, reply_id: int) -> int:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-def stop_engine(app) -> None:
-    relay = app.extensions["relay"]
-    gevent.killall(list(relay._headless), block=True, timeout=2)
-    for generation in list(relay.generations.values()):
-        if generation.greenlet is not None:
-            generation.greenlet.join(timeout=2)
-        generation.finish(INTERRUPTED)
-    relay.writer.stop()
-
-
-@pytest.fixture(autouse=True)
-def stop_background_work(app):
-    """Leave no greenlet of this app behind (headless starts, generations, the writer)."""
-    yield
-    stop_engine(app)
-
-
-@pytest.fixture
-def token(client) -> str:
-    return csrf_of(client)
-
-
-@pytest.fixture
-def thread_id(client, token) -> int:
-    return new_thread(client, token)
-
-
-@pytest.fixture
-def stranger(app):
-    """Another browser: its own cookies, owner identity and CSRF token."""
-    return app.test_client()
-
-
 # -- continue and retry --------------------------------------------------------------------------
 @pytest.mark.parametrize("action", ["continue", "retry"])
 @pytest.mark.parametrize("status", RESUMABLE)
@@ -589,7 +540,7 @@ def keyed_app(tmp_path):
     with app.app_context():
         db.create_all()
     yield app
-    stop_engine(app)
+    app.extensions["relay"].shutdown(timeout=2)
     with app.app_context():
         db.engine.dispose()
 

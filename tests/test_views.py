@@ -10,18 +10,15 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 
-import gevent
 import pytest
 from sqlalchemy import func, select
 
 from bench.sse_client import Event, SSEParser
 from llm.demo import demo_reply
-from models import INTERRUPTED, Message, StreamDelta, Thread, db
+from models import Message, StreamDelta, Thread, db
 from streaming.sse import decode_delta
-from tests.conftest import csrf_of
+from tests.conftest import JSON, csrf_of, decoded, new_thread, send
 from views.markdown import render_markdown
-
-JSON = {"Accept": "application/json"}
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -79,26 +76,8 @@ def events_of(body: bytes) -> tuple[list[Event], SSEParser]:
     return parser.feed(body), parser
 
 
-def decoded_text(events: list[Event]) -> str:
-    """The reply's text as a client rebuilds it: decoded `delta` data, in order."""
-    return "".join(decode_delta(e.data) for e in events if e.event == "delta")
-
-
 def count(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model))
-
-
-def new_thread(client, token: str) -> int:
-    response = client.post("/threads", headers={"X-CSRF-Token": token, **JSON})
-    assert response.status_code == 201, response.text
-    return response.json["thread"]["id"]
-
-
-def send(client, token: str, thread_id: int, content: str) -> dict:
-    response = client.post(f"/threads/{thread_id}/messages", json={"content": content},
-                           headers={"X-CSRF-Token": token, **JSON})
-    assert response.status_code == 201, response.text
-    return response.json
 
 
 def stored(app, model, ident: int):
@@ -118,29 +97,6 @@ def seed_messages(app, thread_id: int, n: int) -> list[int]:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def stop_background_work(app):
-    """Leave no greenlet of this app behind (headless starts, generations, the writer)."""
-    yield
-    relay = app.extensions["relay"]
-    gevent.killall(list(relay._headless), block=True, timeout=2)
-    for generation in list(relay.generations.values()):
-        if generation.greenlet is not None:
-            generation.greenlet.join(timeout=2)
-        generation.finish(INTERRUPTED)
-    relay.writer.stop()
-
-
-@pytest.fixture
-def token(client) -> str:
-    return csrf_of(client)
-
-
-@pytest.fixture
-def thread_id(client, token) -> int:
-    return new_thread(client, token)
-
-
 @pytest.fixture
 def sent(client, token, thread_id) -> dict:
     """A prompt just posted: its user message and a pending reply nobody has claimed."""
@@ -154,12 +110,6 @@ def finished(client, sent) -> dict:
     assert response.status_code == 200
     assert b"event: done" in response.data  # reading the body runs the stream to its end
     return sent
-
-
-@pytest.fixture
-def stranger(app):
-    """Another browser: its own cookies, hence its own owner identity and CSRF token."""
-    return app.test_client()
 
 
 # -- the home page -----------------------------------------------------------------------------
@@ -583,7 +533,7 @@ def test_stream_of_a_pending_reply_claims_it_and_streams_it_to_done(app, client,
     *deltas, done = events
     assert deltas and all(e.event == "delta" for e in deltas)
     assert done.event == "done"
-    text = decoded_text(deltas)
+    text = decoded(deltas)
     assert text == demo_reply("What is Relay?")
     # Each delta's id is the offset right after it.
     offset = 0
@@ -612,7 +562,7 @@ def test_stream_data_is_escaped_html_text_that_decodes_exactly(client, token, th
     for event in deltas:
         assert "<" not in event.data and ">" not in event.data
         assert "'" not in event.data and '"' not in event.data
-    assert decoded_text(deltas) == demo_reply(prompt)
+    assert decoded(deltas) == demo_reply(prompt)
 
 
 def test_stream_of_a_finished_reply_answers_the_whole_text_and_done_at_once(client, finished):
@@ -620,14 +570,14 @@ def test_stream_of_a_finished_reply_answers_the_whole_text_and_done_at_once(clie
     assert response.status_code == 200
     events, _ = events_of(response.data)
     assert [e.event for e in events] == ["delta", "done"]
-    assert decoded_text(events) == demo_reply("What is Relay?")
+    assert decoded(events) == demo_reply("What is Relay?")
     assert 'data-status="complete"' in events[-1].data
 
 
 def test_stream_after_an_offset_answers_exactly_the_rest(client, finished):
     events, _ = events_of(client.get(f"{finished['stream_url']}?after=5").data)
     text = demo_reply("What is Relay?")
-    assert decoded_text(events) == text[5:]
+    assert decoded(events) == text[5:]
     assert events[0].id == str(len(text))
     assert events[-1].event == "done"
 
@@ -641,7 +591,7 @@ def test_stream_at_the_end_sends_only_done(client, finished):
 def test_last_event_id_header_wins_over_the_after_parameter(client, finished):
     response = client.get(f"{finished['stream_url']}?after=2", headers={"Last-Event-ID": "10"})
     events, _ = events_of(response.data)
-    assert decoded_text(events) == demo_reply("What is Relay?")[10:]
+    assert decoded(events) == demo_reply("What is Relay?")[10:]
 
 
 @pytest.mark.parametrize("query,headers", [
