@@ -231,6 +231,18 @@ def new_thread(page) -> str:
     return "/" + page.url.split("/", 3)[3]
 
 
+def open_followers(context, thread: str):
+    """Two more tabs on `thread`: one on the websocket (connected), one polling."""
+    live = context.new_page()
+    live.goto(thread)
+    poller = context.new_page()
+    poller.goto(thread + "?follow=poll")
+    # A follower must be connected before the prompt goes, or it has nothing to follow.
+    wait_until(lambda: live.locator("#live-status").get_attribute("data-state") == "live",
+               what="the follower's websocket")
+    return live, poller
+
+
 def send_prompt(page, prompt: str) -> str:
     """Type the prompt in the composer and press Enter, as a user does; returns the id of
     the reply's article."""

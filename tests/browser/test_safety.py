@@ -6,7 +6,14 @@ import pytest
 
 from bench.fake_upstream import Reply
 
-from .conftest import new_thread, norm, reply_state, send_prompt, wait_for_reply, wait_until
+from .conftest import (
+    new_thread,
+    norm,
+    open_followers,
+    reply_state,
+    send_prompt,
+    wait_for_reply,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -49,12 +56,7 @@ def test_hostile_model_output_runs_nothing_anywhere(context, upstream, console):
     prompt = upstream.script(Reply.words(HOSTILE, token_delay_s=0.03))
     asker = context.new_page()
     thread = new_thread(asker)
-    live = context.new_page()
-    live.goto(thread)
-    poller = context.new_page()
-    poller.goto(thread + "?follow=poll")
-    wait_until(lambda: live.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    live, poller = open_followers(context, thread)
 
     reply = send_prompt(asker, prompt)
     for tab in (asker, live, poller):

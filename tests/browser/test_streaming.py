@@ -8,7 +8,15 @@ import pytest
 
 from bench.fake_upstream import Reply
 
-from .conftest import ACTIVE, new_thread, norm, reply_state, send_prompt, wait_until
+from .conftest import (
+    ACTIVE,
+    new_thread,
+    norm,
+    open_followers,
+    reply_state,
+    send_prompt,
+    wait_until,
+)
 from .proxy import CuttableProxy
 
 pytestmark = pytest.mark.browser
@@ -70,13 +78,7 @@ def test_second_tab_follows_live_and_a_polling_tab_follows_too(context, upstream
     prompt = upstream.script(Reply.words(TEXT, token_delay_s=0.02))
     asker = context.new_page()
     thread = new_thread(asker)
-    live = context.new_page()
-    live.goto(thread)
-    poller = context.new_page()
-    poller.goto(thread + "?follow=poll")
-    # The follower must be connected before the prompt goes, or it has nothing to follow.
-    wait_until(lambda: live.locator("#live-status").get_attribute("data-state") == "live",
-               what="the second tab's websocket")
+    live, poller = open_followers(context, thread)
     assert poller.locator("#live-status").get_attribute("data-state") == "polling"
 
     send_prompt(asker, prompt)
