@@ -24,44 +24,48 @@ import argparse
 import bisect
 import contextlib
 import datetime as dt
-import json
 import math
 import os
-import platform
 import random
-import resource
-import shutil
 import signal
 import sqlite3
 import string
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.relay_bench import (
-    LOG_LINES_SHOWN,
+from bench.harness import (
+    REQUEST_TIMEOUT_S,
     BenchError,
     FakeUpstreamProcess,
-    get_json,
-    last_user_prompt,
-    log_findings,
+    Rig,
+    Tab,
+    by_column,
+    environment,
+    finish,
+    fmt,
+    from_flag,
+    health_problems,
+    host_line,
+    levels,
+    listing,
+    print_log,
+    process_gone,
     raise_fd_limit,
+    relay_setting,
+    run,
+    run_args,
+    scan_log,
+    server_line,
     summary,
-    version_of,
+    table,
+    write_json,
 )
 from bench.relay_client import RelayClient
-from bench.relay_server import ROOT, RelayServer
-from bench.sse_client import SSEConnection
-from streaming.sse import decode_delta
 
-# Every request a tab makes (POST, each SSE read) gives up after this long.
-REQUEST_TIMEOUT_S = 30.0
 # How long a killed worker may take to be replaced and answer /healthz again.
 RESTART_TIMEOUT_S = 60.0
 # How long the tabs of a cancel batch may take until every one of them is streaming.
@@ -157,7 +161,7 @@ def reply_shape(token_delay_ms: float, max_lag_ms: float, blob_ms: float | None,
 
 def serve_fake(argv: list[str]) -> int:
     """`python -m bench.failure_bench serve-fake ...`: the fake model with the bench's reply."""
-    from bench.fake_upstream import FakeUpstream, Reply
+    from bench.fake_upstream import FakeUpstream, Reply, serve_until_stopped
 
     parser = argparse.ArgumentParser(prog="python -m bench.failure_bench serve-fake")
     parser.add_argument("--host", default="127.0.0.1")
@@ -173,48 +177,10 @@ def serve_fake(argv: list[str]) -> int:
         return Reply(tokens=plan.tokens, token_delay_s=args.token_delay_ms / 1000)
 
     fake = FakeUpstream(args.host, args.port, default_reply=reply, max_records=10_000)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     print(f"fake upstream: {len(plan.tokens)} tokens ({len(plan.text)} chars) every "
           f"{args.token_delay_ms:g} ms at {fake.url}", flush=True)
-    try:
-        fake.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake._server.server_close()
+    serve_until_stopped(fake)
     return 0
-
-
-class FailureFakeProcess(FakeUpstreamProcess):
-    """`python -m bench.failure_bench serve-fake` on a free port (stopped by stop())."""
-
-    def __init__(self, workdir: Path, *, word_tokens: int, blob_tokens: int, cycles: int,
-                 token_delay_ms: float) -> None:
-        super().__init__(workdir, tokens=1, token_delay_ms=token_delay_ms,
-                         first_token_delay_ms=0)
-        self.args = ["serve-fake", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--word-tokens", str(word_tokens), "--blob-tokens", str(blob_tokens),
-                     "--cycles", str(cycles), "--token-delay-ms", str(token_delay_ms)]
-
-    def start(self, timeout: float = 15.0) -> FailureFakeProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.failure_bench", *self.args], cwd=ROOT,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the fake upstream exited early:\n{self.log()}")
-            try:
-                get_json(self.root_url + "/_fake/stats", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"the fake upstream did not answer within {timeout} s:\n{self.log()}")
 
 
 # -- the writer's bound --------------------------------------------------------------------------
@@ -352,34 +318,13 @@ def utc_naive(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(tzinfo=None)
 
 
-def process_gone(pid: int) -> bool:
-    """True once `pid` has exited (gone, or a zombie its parent has not reaped yet)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat[stat.rindex(")") + 2:].startswith(("Z", "X"))
-
-
 # -- one tab -------------------------------------------------------------------------------------
 @dataclass
-class Tab:
-    """One browser tab driving one reply: its own client (cookie, CSRF) and thread."""
+class RecordingTab(Tab):
+    """A tab that notes when each delta came, and can cancel its reply."""
 
-    index: int
-    client: RelayClient
-    thread_id: int
-    prompt: str
-    t0: float | None = None  # right before the POST
-    message_id: int | None = None
-    conn: SSEConnection | None = None
-    pieces: list[str] = field(default_factory=list)
     times: list[float] = field(default_factory=list)  # when each delta arrived
-    terminal: str | None = None
-    t_end: float | None = None  # the terminal event arrived, or the stream ended
     truncated: bool = False
-    error: str | None = None
     streaming: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     # Cancel (part 3):
@@ -389,44 +334,27 @@ class Tab:
     cancel_json_status: str | None = None
     cancel_error: str | None = None
 
-    @property
-    def text(self) -> str:
-        return "".join(self.pieces)
-
     def text_until(self, t: float) -> str:
         # `times` is appended before `pieces`: zip stops at a piece still being added.
         return "".join(p for at, p in zip(self.times, self.pieces) if at <= t)  # noqa: B905
 
-    def post(self) -> dict[str, Any]:
-        self.t0 = time.monotonic()
-        sent = self.client.send(self.thread_id, self.prompt)
-        self.message_id = sent["assistant_message"]["id"]
-        return sent
+    def on_delta(self, text: str, now: float) -> None:
+        self.times.append(now)
+        super().on_delta(text, now)
+        self.streaming.set()
 
-    def read(self, stream_url: str) -> None:
-        """Open the reply's stream and read it to its terminal event or its end."""
-        self.conn = self.client.stream(stream_url, timeout=REQUEST_TIMEOUT_S)
-        if self.conn.status != 200:
-            raise BenchError(f"stream answered {self.conn.status}: {self.conn.body[:200]!r}")
-        with self.conn:
-            for event in self.conn:
-                now = time.monotonic()
-                if event.event == "delta":
-                    self.times.append(now)
-                    self.pieces.append(decode_delta(event.data))
-                    self.streaming.set()
-                else:
-                    self.terminal, self.t_end = event.event, now
-                    return
-        self.t_end = time.monotonic()
-        self.truncated = self.conn.truncated
+    def read(self, stream_url: str, deadline: float = math.inf) -> None:
+        super().read(stream_url, deadline)
+        if self.terminal is None and self.conn is not None:  # the stream ended without one
+            self.t_end = time.monotonic()
+            self.truncated = self.conn.truncated
 
-    def run(self, start: threading.Barrier | None = None) -> None:
+    def run(self, start: threading.Barrier | None = None, stream_url: str | None = None) -> None:
+        """Post the prompt (once `start` lets go) and read the reply, or read `stream_url`."""
         try:
             if start is not None:
                 start.wait()
-            sent = self.post()
-            self.read(sent["stream_url"])
+            self.read(stream_url or self.post()["stream_url"])
         except threading.BrokenBarrierError:
             self.error = "the start barrier broke"
         except Exception as err:  # reported per tab; a kill ends streams with errors
@@ -450,19 +378,16 @@ class Tab:
         except Exception as err:
             self.cancel_error = f"{type(err).__name__}: {err}"
 
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
 
 # -- the benchmark -------------------------------------------------------------------------------
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.run_id = uuid.uuid4().hex[:8]
+class Bench(Rig):
+    """SIGKILLs of the worker mid-reply, and cancels of N streams at once."""
+
+    name = "failure-bench"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
         self.rng = random.Random(args.seed)
-        self.db_path = workdir / "relay.sqlite3"
         self.config = self.effective_settings()
         word_tokens, blob_tokens, cycles = reply_shape(
             args.token_delay_ms, self.config["max_lag_ms"], args.blob_ms, args.reply_s)
@@ -472,9 +397,6 @@ class Bench:
         for token in self.plan.tokens:
             self.token_ends.append(self.token_ends[-1] + len(token))
         self.cycle_s = self.plan.cycle_tokens * args.token_delay_ms / 1000
-        self.fake: FailureFakeProcess | None = None
-        self.server: RelayServer | None = None
-        self.live_tabs: list[Tab] = []
         self.killed_pids: list[int] = []
         self.tab_count = 0
         self._bound: LossBound | None = None
@@ -484,14 +406,11 @@ class Bench:
         from config import Config
 
         a = self.args
-
-        def pick(flag: Any, default: Any) -> tuple[Any, str]:
-            return (default, "default") if flag is None else (flag, "flag")
-
-        throttle, throttle_src = pick(a.throttle_ms, Config.STREAM_THROTTLE_MS)
-        max_lag, max_lag_src = pick(a.max_lag_ms, Config.STREAM_MAX_LAG_MS)
-        heartbeat, heartbeat_src = pick(a.heartbeat_s, Config.HEARTBEAT_S)
-        stale, stale_src = pick(a.stale_after_s, Config.STALE_AFTER_S)
+        throttle, throttle_src = from_flag(a.throttle_ms, Config.STREAM_THROTTLE_MS,
+                                           "--throttle-ms")
+        max_lag, max_lag_src = from_flag(a.max_lag_ms, Config.STREAM_MAX_LAG_MS, "--max-lag-ms")
+        heartbeat, heartbeat_src = from_flag(a.heartbeat_s, Config.HEARTBEAT_S, "--heartbeat-s")
+        stale, stale_src = from_flag(a.stale_after_s, Config.STALE_AFTER_S, "--stale-after-s")
         return {"throttle_ms": throttle, "throttle_source": throttle_src,
                 "max_lag_ms": max_lag, "max_lag_source": max_lag_src,
                 "heartbeat_s": heartbeat, "heartbeat_source": heartbeat_src,
@@ -500,33 +419,16 @@ class Bench:
                 "cancel_wait_s": Config.CANCEL_WAIT_S, "chunking": Config.STREAM_CHUNKING,
                 "driver_grace_ms": Config.DRIVER_GRACE_MS}
 
-    # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         a = self.args
-        self.fake = FailureFakeProcess(
-            self.workdir, word_tokens=self.plan.word_tokens, blob_tokens=self.plan.blob_tokens,
+        fake = FakeUpstreamProcess(
+            self.workdir, "bench.failure_bench", command="serve-fake",
+            word_tokens=self.plan.word_tokens, blob_tokens=self.plan.blob_tokens,
             cycles=len(self.plan.tokens) // self.plan.cycle_tokens,
             token_delay_ms=a.token_delay_ms)
-        self.fake.start()
-        env = {"CHAT_PROVIDER": "openai", "OPENAI_BASE_URL": self.fake.url,
-               "OPENAI_API_KEY": "bench", "SECRET_KEY": "bench",
-               "DATABASE_URL": f"sqlite:///{self.db_path}",
-               "WEB_CONCURRENCY": "1", "ACCESS_LOG": "",
-               "WORKER_CONNECTIONS": str(a.worker_connections)}
-        overrides = {"STREAM_THROTTLE_MS": a.throttle_ms, "STREAM_MAX_LAG_MS": a.max_lag_ms,
-                     "HEARTBEAT_S": a.heartbeat_s, "STALE_AFTER_S": a.stale_after_s}
-        env.update({k: str(v) for k, v in overrides.items() if v is not None})
-        self.server = RelayServer(env, self.workdir, workers=1)
-        self.server.start()
-        self.worker_pid()
-
-    def stop(self) -> None:
-        for tab in self.live_tabs:  # unblock any tab still reading, so the server can stop
-            tab.close()
-        if self.server is not None:
-            self.server.stop()
-        if self.fake is not None:
-            self.fake.stop()
+        self.start_servers(fake, STREAM_THROTTLE_MS=a.throttle_ms,
+                           STREAM_MAX_LAG_MS=a.max_lag_ms, HEARTBEAT_S=a.heartbeat_s,
+                           STALE_AFTER_S=a.stale_after_s)
 
     def settings(self) -> dict[str, Any]:
         a = self.args
@@ -548,15 +450,9 @@ class Bench:
             "tick_slack_ms": TICK_SLACK_S * 1000,
             "parts": a.parts, "detect_reps": a.detect_reps, "kills": a.kills,
             "cancel_streams": a.cancel_streams, "cancel_rounds": a.cancel_rounds,
-            "cancel_min_samples": a.cancel_min_samples,
-            "seed": a.seed, "workers": 1, "worker_connections": a.worker_connections,
-            "database": "sqlite (temp dir)",
-            "python": platform.python_version(), "gevent": version_of("gevent"),
-            "gunicorn": version_of("gunicorn"), "flask": version_of("flask"),
-            "sqlalchemy": version_of("sqlalchemy"), "openai": version_of("openai"),
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "cancel_min_samples": a.cancel_min_samples, "seed": a.seed,
+            **environment(a.worker_connections, "gevent", "gunicorn", "flask", "sqlalchemy",
+                          "openai"),
         }
 
     def bound(self) -> LossBound:
@@ -567,23 +463,10 @@ class Bench:
                                      self.config["max_lag_ms"] / 1000, upto)
         return self._bound
 
-    def worker_pid(self) -> int:
-        assert self.server is not None
-        pids = self.server.worker_pids()
-        if len(pids) != 1:
-            raise BenchError(f"expected one gunicorn worker, found {pids}")
-        return pids[0]
-
-    def health(self) -> dict[str, Any]:
-        assert self.server is not None
-        return get_json(self.server.base_url + "/healthz")
-
-    def new_tab(self, label: str) -> Tab:
-        assert self.server is not None
-        client = RelayClient(self.server.base_url, timeout=REQUEST_TIMEOUT_S).open()
+    def next_tab(self, label: str) -> RecordingTab:
+        """A new tab, numbered across batches."""
         self.tab_count += 1
-        prompt = f"failure-bench {self.run_id} {label} tab {self.tab_count}: tell me something"
-        return Tab(self.tab_count, client, client.new_thread(), prompt)
+        return self.new_tab(RecordingTab, self.tab_count, label)
 
     def tokens_in(self, text: str) -> int | None:
         """How many whole tokens of the reply `text` is, or None if it is not such a prefix."""
@@ -610,10 +493,10 @@ class Bench:
 
     def kill_mid_reply(self, label: str, offset_s: float) -> dict[str, Any]:
         """One tab streams a reply; SIGKILL the worker `offset_s` after its first token."""
-        tab = self.new_tab(label)
+        tab = self.next_tab(label)
         self.live_tabs = [tab]
         sent = tab.post()
-        reader = threading.Thread(target=self._read, args=(tab, sent["stream_url"]),
+        reader = threading.Thread(target=tab.run, kwargs={"stream_url": sent["stream_url"]},
                                   name=f"tab-{tab.index}", daemon=True)
         reader.start()
         if not tab.streaming.wait(REQUEST_TIMEOUT_S) or not tab.times:
@@ -622,7 +505,7 @@ class Bench:
             raise BenchError(f"{label}: the reply never streamed ({tab.error or 'no delta'})")
         first = tab.times[0]
         time.sleep(max(0.0, first + offset_s - time.monotonic()))
-        pid = self.worker_pid()
+        pid = self.single_worker()
         problems: list[str] = []
         if tab.ended.is_set():
             problems.append(f"the stream had ended before the kill ({tab.terminal or tab.error})")
@@ -680,17 +563,6 @@ class Bench:
             "stream_truncated": tab.truncated, "stream_error": tab.error,
             "problems": problems,
         }
-
-    @staticmethod
-    def _read(tab: Tab, stream_url: str) -> None:
-        try:
-            tab.read(stream_url)
-        except Exception as err:  # a kill may reset the connection: expected
-            tab.error = f"{type(err).__name__}: {err}"
-            tab.t_end = time.monotonic()
-        finally:
-            tab.ended.set()
-            tab.streaming.set()
 
     def random_offset(self) -> float:
         return KILL_MIN_OFFSET_S + self.rng.uniform(0.0, self.cycle_s)
@@ -806,7 +678,7 @@ class Bench:
 
     # -- part 3 --------------------------------------------------------------------------
     def cancel_batch(self, n: int, label: str) -> dict[str, Any]:
-        tabs = [self.new_tab(f"{label}") for _ in range(n)]
+        tabs = [self.next_tab(label) for _ in range(n)]
         self.live_tabs = tabs
         start = threading.Barrier(n, timeout=REQUEST_TIMEOUT_S)
         go = threading.Event()
@@ -830,16 +702,12 @@ class Bench:
         health_before = self.health()
         go.set()
         end_deadline = time.monotonic() + REQUEST_TIMEOUT_S + 10
-        for thread in readers + cancellers:
+        finish(zip(tabs, readers, strict=True), end_deadline, RecordingTab.close)
+        for thread in cancellers:
             thread.join(max(0.0, end_deadline - time.monotonic()))
-        for tab, thread in zip(tabs, readers, strict=True):
-            if thread.is_alive():
-                tab.error = tab.error or "still streaming at the batch deadline"
-                tab.close()
-                thread.join(5)
         time.sleep(0.2)
         health_after = self.health()
-        records = self.upstream_records(tabs)
+        records = self.upstream_records({tab.prompt for tab in tabs})
         per_tab = []
         to_event, answered, to_upstream, after_cancel = [], [], [], []
         for tab in tabs:
@@ -896,12 +764,7 @@ class Bench:
             elif message.get("content") != tab.text:
                 problems.append(f"tab {tab.index}: kept {len(message.get('content') or '')} "
                                 f"chars, the tab was shown {len(tab.text)}")
-        if health_after.get("active_generations"):
-            problems.append(f"{health_after['active_generations']} generations still active "
-                            "after the batch")
-        failures = health_after["writer"]["failures"] - health_before["writer"]["failures"]
-        if failures:
-            problems.append(f"the delta writer reported {failures} failed commits")
+        problems += health_problems(health_after, health_before)
         self.live_tabs = []
         ok = sum(1 for t in tabs if t.terminal == "aborted" and not t.error)
         confirmed = sum(1 for t in tabs if t.cancel_json_status == "aborted")
@@ -909,24 +772,6 @@ class Bench:
                 "cancel_to_aborted_event_s": to_event, "cancel_answered_s": answered,
                 "cancel_to_upstream_closed_s": to_upstream, "chars_after_cancel": after_cancel,
                 "problems": problems}
-
-    def upstream_records(self, tabs: list[Tab]) -> dict[str, list[dict[str, Any]]]:
-        """The fake's records of these tabs by prompt, once each has an outcome."""
-        assert self.fake is not None
-        prompts = {tab.prompt for tab in tabs}
-        deadline = time.monotonic() + 10.0
-        while True:
-            by_prompt: dict[str, list[dict[str, Any]]] = {}
-            for record in self.fake.stats()["requests"]:
-                prompt = last_user_prompt(record.get("body"))
-                if prompt in prompts:
-                    record.pop("body", None)
-                    record.pop("token_times", None)
-                    by_prompt.setdefault(prompt, []).append(record)
-            settled = all(r.get("outcome") for rs in by_prompt.values() for r in rs)
-            if settled or time.monotonic() > deadline:
-                return by_prompt
-            time.sleep(0.1)
 
     def cancel_level(self, n: int) -> dict[str, Any]:
         rounds = max(self.args.cancel_rounds, math.ceil(self.args.cancel_min_samples / n))
@@ -969,27 +814,11 @@ def public(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- output --------------------------------------------------------------------------------------
-def _fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
-    return "-" if value is None else f"{value * scale:,.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]], indent: str = "  ") -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
-    lines = [indent + "  ".join(f"{h:>{w}}" if i else f"{h:<{w}}"
-                                for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
-    for row in rows:
-        lines.append(indent + "  ".join(f"{c:>{w}}" if i else f"{c:<{w}}"
-                                        for i, (c, w) in enumerate(zip(row, widths,
-                                                                       strict=True))))
-    return lines
-
-
 def _round_range(r: dict[str, Any]) -> str:
     medians = [m for m in r["round_medians_s"] if m is not None]
     if not medians:
         return "-"
-    return f"{_fmt(min(medians), 1000.0)}..{_fmt(max(medians), 1000.0)}"
+    return f"{fmt(min(medians), 1000.0)}..{fmt(max(medians), 1000.0)}"
 
 
 def render(s: dict[str, Any], detect: dict[str, Any] | None, loss: dict[str, Any] | None,
@@ -1006,23 +835,21 @@ def render(s: dict[str, Any], detect: dict[str, Any] | None, loss: dict[str, Any
         f"{s['cycle_word_tokens']} tokens of words (some split in two, "
         f"{s['long_tokens_per_cycle']} ' <40 unbroken chars>' tokens), then an unbroken run of "
         f"{s['unbroken_run_tokens']} x 40 chars ({s['unbroken_run_ms']:g} ms)",
-        f"  server: gunicorn {s['gunicorn']} -k gevent, {s['workers']} worker, "
-        f"{s['worker_connections']} worker connections; {s['database']}",
-        f"  Python {s['python']}, gevent {s['gevent']}, {s['cpus_usable']} usable CPUs "
-        f"(of {s['cpu_count']}), {s['platform']}; seed {s['seed']}",
+        f"{server_line(s)}; {s['database']}",
+        f"{host_line(s)}; seed {s['seed']}",
     ]
     if detect is not None:
         lines += ["", "1. SIGKILL detection: kill the worker mid-reply, poll GET /messages/<id> "
                       "until it says `interrupted`"]
-        rows = [[str(i), _fmt(r["killed_after_first_token_s"], 1, 2),
-                 _fmt(r["heartbeat_age_at_kill_s"], 1, 3), _fmt(r["worker_back_after_s"], 1, 2),
-                 _fmt(r.get("marked_after_stale_s"), 1, 2), _fmt(r["kill_to_marked_s"], 1, 2),
+        rows = [[str(i), fmt(r["killed_after_first_token_s"], 1, 2),
+                 fmt(r["heartbeat_age_at_kill_s"], 1, 3), fmt(r["worker_back_after_s"], 1, 2),
+                 fmt(r.get("marked_after_stale_s"), 1, 2), fmt(r["kill_to_marked_s"], 1, 2),
                  f"{r['survived_chars']}/{r['received_chars']}", str(r.get("final_status"))]
                 for i, r in enumerate(detect["reps"], 1)]
         k = detect["kill_to_marked_s"]
-        rows.append(["median", "", "", "", "", _fmt(k["median"], 1, 2), "", ""])
-        rows.append(["max", "", "", "", "", _fmt(k["max"], 1, 2), "", ""])
-        lines += _table(["rep", "kill at (s)", "heartbeat age (s)", "worker back (s)",
+        rows.append(["median", "", "", "", "", fmt(k["median"], 1, 2), "", ""])
+        rows.append(["max", "", "", "", "", fmt(k["max"], 1, 2), "", ""])
+        lines += table(["rep", "kill at (s)", "heartbeat age (s)", "worker back (s)",
                          "sweep after stale (s)", "KILL->MARKED (s)", "kept/shown chars",
                          "status"], rows)
     if loss is not None:
@@ -1031,20 +858,20 @@ def render(s: dict[str, Any], detect: dict[str, Any] | None, loss: dict[str, Any
         cols = [("all", loss["lost"]), ("words", loss["by_region"]["words"]),
                 ("unbroken run", loss["by_region"]["unbroken run"])]
         rows = [["kills", *[str(v["n"]) for _, v in cols]],
-                ["lost chars, median", *[_fmt(v["median"], 1, 0) for _, v in cols]],
-                ["lost chars, p99", *[_fmt(v["p99"], 1, 0) for _, v in cols]],
-                ["lost chars, max", *[_fmt(v["max"], 1, 0) for _, v in cols]],
+                ["lost chars, median", *[fmt(v["median"], 1, 0) for _, v in cols]],
+                ["lost chars, p99", *[fmt(v["p99"], 1, 0) for _, v in cols]],
+                ["lost chars, max", *[fmt(v["max"], 1, 0) for _, v in cols]],
                 ["bound (writer simulated), max", str(max(s["bound_words_max"],
                                                           s["bound_unbroken_max"])),
                  str(s["bound_words_max"]), str(s["bound_unbroken_max"])]]
-        lines += _table(["", *[c for c, _ in cols]], rows)
+        lines += table(["", *[c for c, _ in cols]], rows)
         lines += [
             f"  kills beyond their own bound: {loss['beyond_bound']}; chars shown per killed "
-            f"tab, median {_fmt(loss['received']['median'], 1, 0)}; chars that reached the "
-            f"tab after the kill, max {_fmt(loss['after_kill']['max'], 1, 0)}",
-            f"  heartbeat age at kill: median {_fmt(loss['heartbeat_age_s']['median'], 1, 3)} s, "
-            f"max {_fmt(loss['heartbeat_age_s']['max'], 1, 3)} s; worker back after "
-            f"{_fmt(loss['worker_back_s']['median'], 1, 2)} s (median)",
+            f"tab, median {fmt(loss['received']['median'], 1, 0)}; chars that reached the "
+            f"tab after the kill, max {fmt(loss['after_kill']['max'], 1, 0)}",
+            f"  heartbeat age at kill: median {fmt(loss['heartbeat_age_s']['median'], 1, 3)} s, "
+            f"max {fmt(loss['heartbeat_age_s']['max'], 1, 3)} s; worker back after "
+            f"{fmt(loss['worker_back_s']['median'], 1, 2)} s (median)",
             f"  theoretical bound: words: one throttle period of text (<= "
             f"{s['bound_throttle_chars']} chars here) + an unfinished word (<= "
             f"{s['bound_longest_word']}) = {s['bound_throttle_chars'] + s['bound_longest_word']};"
@@ -1061,41 +888,30 @@ def render(s: dict[str, Any], detect: dict[str, Any] | None, loss: dict[str, Any
             ("POST answered `aborted` (else `streaming`)",
              lambda r: f"{r['confirmed']}/{r['samples']}"),
             ("POST -> `aborted` event, median (ms)",
-             lambda r: _fmt(r["cancel_to_aborted_event_s"]["median"], ms)),
+             lambda r: fmt(r["cancel_to_aborted_event_s"]["median"], ms)),
             ("POST -> `aborted` event, p99 (ms)",
-             lambda r: _fmt(r["cancel_to_aborted_event_s"]["p99"], ms)),
+             lambda r: fmt(r["cancel_to_aborted_event_s"]["p99"], ms)),
             ("POST -> `aborted` event, max (ms)",
-             lambda r: _fmt(r["cancel_to_aborted_event_s"]["max"], ms)),
+             lambda r: fmt(r["cancel_to_aborted_event_s"]["max"], ms)),
             ("  rounds' medians, best..worst (ms)", _round_range),
             ("POST -> upstream saw the close, median (ms)",
-             lambda r: _fmt(r["cancel_to_upstream_closed_s"]["median"], ms)),
+             lambda r: fmt(r["cancel_to_upstream_closed_s"]["median"], ms)),
             ("POST -> upstream saw the close, p99 (ms)",
-             lambda r: _fmt(r["cancel_to_upstream_closed_s"]["p99"], ms)),
-            ("POST answered, median (ms)", lambda r: _fmt(r["cancel_answered_s"]["median"], ms)),
-            ("POST answered, p99 (ms)", lambda r: _fmt(r["cancel_answered_s"]["p99"], ms)),
+             lambda r: fmt(r["cancel_to_upstream_closed_s"]["p99"], ms)),
+            ("POST answered, median (ms)", lambda r: fmt(r["cancel_answered_s"]["median"], ms)),
+            ("POST answered, p99 (ms)", lambda r: fmt(r["cancel_answered_s"]["p99"], ms)),
             ("chars shown after the POST, median",
-             lambda r: _fmt(r["chars_after_cancel"]["median"], 1, 0)),
+             lambda r: fmt(r["chars_after_cancel"]["median"], 1, 0)),
             ("chars shown after the POST, max",
-             lambda r: _fmt(r["chars_after_cancel"]["max"], 1, 0)),
+             lambda r: fmt(r["chars_after_cancel"]["max"], 1, 0)),
         ]
-        rows = [[label, *[cell(r) for r in cancel]] for label, cell in spec]
-        lines += _table(["", *[f"N={r['streams']}" for r in cancel]], rows)
+        lines += table(["", *[f"N={r['streams']}" for r in cancel]], by_column(spec, cancel))
         for r in cancel:
             lines.extend(f"  warning at N={r['streams']}: {w}" for w in r["warnings"])
     return "\n".join(lines)
 
 
 # -- command line --------------------------------------------------------------------------------
-def parse_levels(value: str) -> list[int]:
-    try:
-        levels = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,100, got {value!r}") from None
-    if not levels or any(n < 1 or n > 1000 for n in levels):
-        raise argparse.ArgumentTypeError("each level must be within 1..1000")
-    return levels
-
-
 def parse_parts(value: str) -> list[int]:
     parts = sorted({int(p) for p in value.split(",") if p.strip().isdigit()})
     if not parts or any(p not in (1, 2, 3) for p in parts):
@@ -1114,7 +930,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="SIGKILL detection repetitions, ~STALE_AFTER_S each (3)")
     parser.add_argument("--kills", type=int, default=20,
                         help="SIGKILLs at random moments for the lost-text figures (20)")
-    parser.add_argument("--cancel-streams", type=parse_levels, default=[1, 100],
+    parser.add_argument("--cancel-streams", type=levels(1000, "level"), default=[1, 100],
                         help="concurrency levels of the cancel batches (1,100)")
     parser.add_argument("--cancel-rounds", type=int, default=3,
                         help="rounds (batches) per cancel level, at least (3)")
@@ -1128,19 +944,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="length of the unbroken run per cycle (1.5 x STREAM_MAX_LAG_MS)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="chooses the kill moments")
-    parser.add_argument("--throttle-ms", type=int, default=None,
-                        help="STREAM_THROTTLE_MS for Relay (default: Relay's default)")
-    parser.add_argument("--max-lag-ms", type=int, default=None,
-                        help="STREAM_MAX_LAG_MS for Relay (default: Relay's default)")
-    parser.add_argument("--heartbeat-s", type=float, default=None,
-                        help="HEARTBEAT_S for Relay (default: Relay's default)")
-    parser.add_argument("--stale-after-s", type=float, default=None,
-                        help="STALE_AFTER_S for Relay (default: Relay's default)")
-    parser.add_argument("--worker-connections", type=int, default=1000,
-                        help="gunicorn WORKER_CONNECTIONS (1000)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the temp dir (database, server logs) and print its path")
+    relay_setting(parser, "--throttle-ms", "STREAM_THROTTLE_MS", int)
+    relay_setting(parser, "--max-lag-ms", "STREAM_MAX_LAG_MS", int)
+    relay_setting(parser, "--heartbeat-s", "HEARTBEAT_S", float)
+    relay_setting(parser, "--stale-after-s", "STALE_AFTER_S", float)
+    run_args(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.detect_reps <= 100 or not 0 <= args.kills <= 1000:
         parser.error("--detect-reps must be within 0..100 and --kills within 0..1000")
@@ -1156,29 +964,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve-fake"]:
         return serve_fake(argv[1:])
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)  # stop the servers as on Ctrl-C
     raise_fd_limit(max(4096, max(args.cancel_streams) * 10 + 256))
-    workdir = Path(tempfile.mkdtemp(prefix="failure-bench-"))
-    bench = Bench(args, workdir)
+    bench = Bench(args)
     settings = bench.settings()
     detect: dict[str, Any] | None = None
     loss: dict[str, Any] | None = None
     cancel: list[dict[str, Any]] = []
     final_problems: list[str] = []
-    server_log = ""
-    status = 0
-    try:
-        print(f"starting the fake upstream and Relay (work dir {workdir}) ...", flush=True)
-        bench.start()
+
+    def measure() -> None:
+        nonlocal detect, loss, final_problems
         if 3 in args.parts:  # first, on a fresh worker
             print("warm-up: 1 stream cancelled (not measured) ...", flush=True)
             warm = bench.cancel_batch(1, "warmup")
@@ -1202,20 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
                 killed, last + settings["stale_after_s"] + 2.5 * settings["sweep_interval_s"]
                 + RESTART_TIMEOUT_S)
             loss = bench.loss_summary(killed)  # now with the final states
-    except KeyboardInterrupt:
-        print("interrupted; stopping the servers ...", file=sys.stderr, flush=True)
-        status = 130
-    except (BenchError, RuntimeError, OSError) as err:  # servers failed to start or answer
-        print(f"benchmark failed: {err}", file=sys.stderr, flush=True)
-        status = 1
-    finally:
-        bench.stop()
-        server_log = bench.server.log() if bench.server is not None else ""
-        if args.keep_workdir:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
+    status = run(bench, measure)
     print()
     print(render(settings, detect, loss, cancel))
     problems = []
@@ -1226,32 +1014,19 @@ def main(argv: list[str] | None = None) -> int:
     problems += [f"2. {p}" for p in final_problems]
     for r in cancel:
         problems += [f"3. N={r['streams']}: {p}" for p in r["problems"]]
-    if problems:
-        print(f"\nproblems ({len(problems)}):")
-        for p in problems[:40]:
-            print(f"  {p}")
-        if len(problems) > 40:
-            print(f"  ... and {len(problems) - 40} more (see --json)")
+    for line in listing("problems", problems, most=40):
+        print(line)
 
-    findings = log_findings(server_log)
-    expected = {m: sum(m in line for line in findings) for m in EXPECTED_LOG}
-    noteworthy = [line for line in findings if not any(m in line for m in EXPECTED_LOG)]
-    print(f"\ngunicorn log: {expected['Booting worker']} worker boot(s), "
-          f"{expected['was sent SIGKILL']} 'was sent SIGKILL' and "
-          f"{expected['had no heartbeat for']} 'marked interrupted' line(s) for "
-          f"{len(bench.killed_pids)} kill(s); "
-          f"{len(noteworthy)} other noteworthy line(s)")
-    for line in noteworthy[:LOG_LINES_SHOWN]:
-        print(f"  {line}")
-    if len(noteworthy) > LOG_LINES_SHOWN:
-        print(f"  ... and {len(noteworthy) - LOG_LINES_SHOWN} more")
+    findings, counts, noteworthy = scan_log(bench.server_log, EXPECTED_LOG)
+    print_log(f"{counts['Booting worker']} worker boot(s), {counts['was sent SIGKILL']} 'was sent "
+              f"SIGKILL' and {counts['had no heartbeat for']} 'marked interrupted' line(s) for "
+              f"{len(bench.killed_pids)} kill(s); {len(noteworthy)} other noteworthy line(s)",
+              noteworthy)
     if args.json:
-        out = {"settings": settings, "detect": detect,
-               "loss": None if loss is None else {
-                   **loss, "kills": [public(k) for k in loss["kills"]]},
-               "cancel": cancel, "problems": problems, "gunicorn_log_findings": findings}
-        Path(args.json).write_text(json.dumps(out, indent=2, default=str) + "\n")
-        print(f"results written to {args.json}")
+        write_json(args.json, {
+            "settings": settings, "detect": detect,
+            "loss": None if loss is None else {**loss, "kills": [public(k) for k in loss["kills"]]},
+            "cancel": cancel, "problems": problems, "gunicorn_log_findings": findings})
     if status == 0 and problems:
         status = 2
     return status

@@ -384,13 +384,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _finish_http_error(self, record: RequestRecord, status: int, message: str,
                            kind: str, code: str | None, retry_after: str | None) -> None:
         extra = {"Retry-After": retry_after} if retry_after is not None else {}
-        ok = self._send_error_json(status, message, kind, code, extra)
-        now = time.monotonic()
-        if ok:
-            self.fake._update(record, status=status, finished=now, outcome="http_error")
+        if self._send_error_json(status, message, kind, code, extra):
+            self.fake._update(record, status=status, finished=time.monotonic(),
+                              outcome="http_error")
         else:
-            self.fake._update(record, status=status, closed_early=True, closed_at=now,
-                              outcome="client_closed")
+            self._client_gone(record, status=status)
 
     def _complete(self, record: RequestRecord, body: dict[str, Any], reply: Reply) -> None:
         if not self._pause(reply.first_token_delay_s):
@@ -398,11 +396,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         text = "".join(reply.tokens)
         payload = {
-            "id": f"chatcmpl-fake{record.id}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body["model"],
-            "system_fingerprint": "fp_fake",
+            **_envelope(record, body, "chat.completion"),
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text, "refusal": None},
@@ -432,13 +426,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake._update(record, status=200)
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {
-            "id": f"chatcmpl-fake{record.id}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": body["model"],
-            "system_fingerprint": "fp_fake",
-        }
+        base = _envelope(record, body, "chat.completion.chunk")
 
         def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
             data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None,
@@ -522,10 +510,10 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return False
 
-    def _client_gone(self, record: RequestRecord) -> None:
+    def _client_gone(self, record: RequestRecord, **changes: Any) -> None:
         self.close_connection = True
         self.fake._update(record, closed_early=True, closed_at=time.monotonic(),
-                          outcome="client_closed")
+                          outcome="client_closed", **changes)
 
     def _drop(self, record: RequestRecord) -> None:
         # Half-way through the chunked body: the client sees the connection end mid-message.
@@ -558,6 +546,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send_json(status, body, headers)
 
 
+def _envelope(record: RequestRecord, body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The fields that open every completion and every chunk of a streamed one."""
+    return {"id": f"chatcmpl-fake{record.id}", "object": kind, "created": int(time.time()),
+            "model": body["model"], "system_fingerprint": "fp_fake"}
+
+
 def _sse(data: dict[str, Any] | bytes) -> bytes:
     if isinstance(data, bytes):
         return data
@@ -586,6 +580,31 @@ def _error_code(status: int) -> str | None:
     return {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
 
 
+def numbered_tokens(count: int) -> list[str]:
+    """The command line's reply: token i (from 1) is "w<i> ", so each can be told apart."""
+    return [f"w{i} " for i in range(1, count + 1)]
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so that it cleans up as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def serve_until_stopped(fake: FakeUpstream) -> None:
+    """Serve in the calling thread until SIGTERM or Ctrl-C, then release the port."""
+    interrupt_on_sigterm()
+    try:
+        fake.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake._server.server_close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -597,26 +616,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep only the newest N request records")
     args = parser.parse_args(argv)
 
-    tokens = [f"w{i} " for i in range(1, args.tokens + 1)]
+    tokens = numbered_tokens(args.tokens)
 
     def reply(body: dict[str, Any]) -> Reply:
         return Reply(tokens=tokens, token_delay_s=args.token_delay_ms / 1000,
                      first_token_delay_s=args.first_token_delay_ms / 1000)
 
     fake = FakeUpstream(args.host, args.port, default_reply=reply, max_records=args.max_records)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     print(f"fake upstream serving {args.tokens} tokens every {args.token_delay_ms:g} ms at "
           f"{fake.url} (stats: {fake.url[:-3]}/_fake/stats)", flush=True)
-    try:
-        fake.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        fake._server.server_close()
+    serve_until_stopped(fake)
     return 0
 
 

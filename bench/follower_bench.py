@@ -24,53 +24,59 @@ import html
 import http.client
 import json
 import os
-import platform
 import random
 import re
-import resource
-import shutil
-import signal
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import websocket
 
-from bench.relay_bench import (
-    CLK_TCK,
-    LOG_LINES_SHOWN,
+from bench.fake_upstream import numbered_tokens
+from bench.harness import (
+    BATCH_SLACK_S,
+    REQUEST_TIMEOUT_S,
     BenchError,
     FakeUpstreamProcess,
+    Rig,
+    by_column,
     cpu_seconds,
     difference,
-    get_json,
-    last_user_prompt,
-    log_findings,
+    environment,
+    finish,
+    fmt,
+    health_problems,
+    host_busy_seconds,
+    host_line,
+    levels,
+    listing,
+    memory_of,
+    own_cpu_seconds,
     percentile,
+    print_log,
     raise_fd_limit,
+    relay_setting,
+    run,
+    run_args,
+    scan_log,
+    server_line,
     summary,
-    version_of,
+    table,
+    write_json,
+    writer_line,
+    writer_settings,
 )
 from bench.relay_client import RelayClient
-from bench.relay_server import RelayServer
 from models import TERMINAL_STATUSES
 
-# Every blocking call of a follower (connect, one websocket read, one poll) gives up after this.
-REQUEST_TIMEOUT_S = 30.0
 # How long the followers of a batch may take to connect before the prompt is sent.
 SETUP_TIMEOUT_S = 60.0
-# A batch ends at the latest this long after the reply should have been fully streamed.
-BATCH_SLACK_S = 60.0
 # Polling followers start at a random phase within one interval; the seed keeps runs alike.
 PHASE_SEED = 20240601
-MIB = 1024 * 1024
 
 # The reply's <article> in a websocket fragment: its opening tag, then its body.
 _ARTICLE = re.compile(r'<article\b[^>]*\bid="message-(\d+)"[^>]*\bdata-status="([a-z]+)"[^>]*>'
@@ -80,7 +86,7 @@ _TAG = re.compile(r"<[^>]+>")
 _TERMINAL_REPLY = re.compile(
     r'<article\b[^>]*\bdata-role="assistant"[^>]*\bdata-status="(?:'
     + "|".join(TERMINAL_STATUSES) + ')"')
-# The fake's CLI sends token i (1-based) as "w<i> ".
+# The fake's tokens (`numbered_tokens`): token i, from 1, is "w<i> ".
 _TOKEN = re.compile(r"(?<![\w-])w(\d+)(?![\w-])")
 
 
@@ -172,54 +178,80 @@ class Start:
         self.event.set()
 
 
-class WebsocketFollower:
+class Follower:
+    """A follower's thread: it counts as ready exactly once, and its error is its own."""
+
+    kind = ""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.arrived = False
+        self.ended = False
+        self.error: str | None = None
+
+    def run(self, ready: Ready, start: Start, deadline: float) -> None:
+        try:
+            self.follow(ready, start, deadline)
+        except Exception as err:  # reported per follower; one failure must not hide the others
+            self.error = f"{type(err).__name__}: {err}"
+        finally:
+            if not self.arrived:  # one that gave up must not keep the prompt waiting
+                ready.arrive()
+            self.close()
+
+    def arrive(self, ready: Ready) -> None:
+        """Connected: count as ready."""
+        self.arrived = True
+        ready.arrive()
+
+    def follow(self, ready: Ready, start: Start, deadline: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Wake a follower blocked in a read (from another thread) at the batch deadline."""
+        raise NotImplementedError
+
+
+class WebsocketFollower(Follower):
     """A browser page following the thread over its websocket, with the owner's cookie."""
 
     kind = "ws"
 
     def __init__(self, index: int, url: str, cookie: str, max_frames: int) -> None:
-        self.index = index
+        super().__init__(index)
         self.url = url
         self.cookie = cookie
         self.max_frames = max_frames
         self.ws: websocket.WebSocket | None = None
         self.frames: list[tuple[float, str]] = []
         self.connect_s: float | None = None
-        self.ended = False
-        self.error: str | None = None
 
-    def run(self, ready: Ready, start: Start, deadline: float) -> None:
-        arrived = False
-        try:
-            t0 = time.monotonic()
-            self.ws = websocket.create_connection(self.url, cookie=self.cookie,
-                                                  timeout=REQUEST_TIMEOUT_S)
-            first = self.ws.recv()
-            self.connect_s = time.monotonic() - t0
-            if 'id="live-status"' not in first:
-                raise BenchError(f"unexpected first frame: {first[:120]!r}")
-            ready.arrive()
-            arrived = True
-            for _ in range(self.max_frames):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BenchError("the batch deadline passed before the reply ended")
-                self.ws.settimeout(min(remaining, REQUEST_TIMEOUT_S))
-                frame = self.ws.recv()
-                now = time.monotonic()
-                if not frame:
-                    raise BenchError("the server closed the websocket")
-                self.frames.append((now, frame))
-                if _TERMINAL_REPLY.search(frame):
-                    self.ended = True
-                    return
-            raise BenchError(f"no terminal fragment in {self.max_frames} frames")
-        except Exception as err:  # reported per follower; one failure must not hide the others
-            self.error = f"{type(err).__name__}: {err}"
-        finally:
-            if not arrived:
-                ready.arrive()
-            self.close()
+    def follow(self, ready: Ready, start: Start, deadline: float) -> None:
+        t0 = time.monotonic()
+        self.ws = websocket.create_connection(self.url, cookie=self.cookie,
+                                              timeout=REQUEST_TIMEOUT_S)
+        first = self.ws.recv()
+        self.connect_s = time.monotonic() - t0
+        if 'id="live-status"' not in first:
+            raise BenchError(f"unexpected first frame: {first[:120]!r}")
+        self.arrive(ready)
+        for _ in range(self.max_frames):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BenchError("the batch deadline passed before the reply ended")
+            self.ws.settimeout(min(remaining, REQUEST_TIMEOUT_S))
+            frame = self.ws.recv()
+            now = time.monotonic()
+            if not frame:
+                raise BenchError("the server closed the websocket")
+            self.frames.append((now, frame))
+            if _TERMINAL_REPLY.search(frame):
+                self.ended = True
+                return
+        raise BenchError(f"no terminal fragment in {self.max_frames} frames")
 
     def close(self) -> None:
         if self.ws is not None:
@@ -229,7 +261,6 @@ class WebsocketFollower:
                 self.abort()
 
     def abort(self) -> None:
-        """Wake a follower blocked in recv (from another thread) at the batch deadline."""
         if self.ws is not None:
             with contextlib.suppress(Exception):
                 self.ws.abort()
@@ -243,14 +274,14 @@ class WebsocketFollower:
         return out
 
 
-class PollingFollower:
+class PollingFollower(Follower):
     """A page that re-reads `GET /messages/<id>` (JSON) POLL_INTERVAL_MS after every answer."""
 
     kind = "poll"
 
     def __init__(self, index: int, port: int, cookie: str, interval_s: float, phase_s: float,
                  max_polls: int) -> None:
-        self.index = index
+        super().__init__(index)
         self.port = port
         self.cookie = cookie
         self.interval_s = interval_s
@@ -261,8 +292,6 @@ class PollingFollower:
         self.round_trips: list[float] = []
         self.reconnects = 0
         self.final_content: str | None = None
-        self.ended = False
-        self.error: str | None = None
 
     def _connect(self) -> http.client.HTTPConnection:
         if self.conn is not None:
@@ -285,41 +314,32 @@ class PollingFollower:
                 self._connect()
         raise AssertionError("unreachable")
 
-    def run(self, ready: Ready, start: Start, deadline: float) -> None:
-        arrived = False
-        try:
-            self._connect().connect()  # a page already open holds a connection
-            ready.arrive()
-            arrived = True
-            if not start.event.wait(max(0.0, deadline - time.monotonic())):
-                raise BenchError("the prompt was never posted")
-            if start.message_id is None:
-                return  # the batch could not post its prompt
-            path = f"/messages/{start.message_id}"
-            time.sleep(self.phase_s)
-            for _ in range(self.max_polls):
-                if time.monotonic() > deadline:
-                    raise BenchError("the batch deadline passed before the reply ended")
-                t0 = time.monotonic()
-                status, body = self._get(path)
-                now = time.monotonic()
-                if status != 200:
-                    raise BenchError(f"GET {path} answered {status}: {body[:120]!r}")
-                data = json.loads(body)
-                self.round_trips.append(now - t0)
-                self.polls.append(Observation(now, data["status"], data["content"]))
-                if data["status"] in TERMINAL_STATUSES:
-                    self.final_content = data["content"]
-                    self.ended = True
-                    return
-                time.sleep(self.interval_s)
-            raise BenchError(f"the reply did not end within {self.max_polls} polls")
-        except Exception as err:
-            self.error = f"{type(err).__name__}: {err}"
-        finally:
-            if not arrived:
-                ready.arrive()
-            self.close()
+    def follow(self, ready: Ready, start: Start, deadline: float) -> None:
+        self._connect().connect()  # a page already open holds a connection
+        self.arrive(ready)
+        if not start.event.wait(max(0.0, deadline - time.monotonic())):
+            raise BenchError("the prompt was never posted")
+        if start.message_id is None:
+            return  # the batch could not post its prompt
+        path = f"/messages/{start.message_id}"
+        time.sleep(self.phase_s)
+        for _ in range(self.max_polls):
+            if time.monotonic() > deadline:
+                raise BenchError("the batch deadline passed before the reply ended")
+            t0 = time.monotonic()
+            status, body = self._get(path)
+            now = time.monotonic()
+            if status != 200:
+                raise BenchError(f"GET {path} answered {status}: {body[:120]!r}")
+            data = json.loads(body)
+            self.round_trips.append(now - t0)
+            self.polls.append(Observation(now, data["status"], data["content"]))
+            if data["status"] in TERMINAL_STATUSES:
+                self.final_content = data["content"]
+                self.ended = True
+                return
+            time.sleep(self.interval_s)
+        raise BenchError(f"the reply did not end within {self.max_polls} polls")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -386,138 +406,60 @@ def attach_gc(results: list[dict[str, Any]], pauses: list[dict[str, Any]]) -> No
                    "at_s": [round(p["start"] - lo, 3) for p in inside]}
 
 
-# -- CPU of the host and of our processes ------------------------------------------------------
-def host_busy_seconds() -> float | None:
-    """CPU seconds all CPUs of the host spent busy (not idle or waiting for I/O) since boot."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def own_cpu_seconds() -> float:
-    """CPU of this process (every follower thread), user + system."""
-    t = os.times()
-    return t.user + t.system
-
-
-# -- memory and descriptors of the worker ------------------------------------------------------
-def proc_kib(pid: int, name: str, field_name: str) -> int | None:
-    """A `Name:  N kB` line of /proc/<pid>/<name> in KiB; None when unavailable."""
-    try:
-        with open(f"/proc/{pid}/{name}") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, PermissionError, ProcessLookupError):
-        return None
-    return None
-
-
-def open_fds(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except (FileNotFoundError, PermissionError):
-        return None
-
-
-def memory_of(pid: int) -> dict[str, int | None]:
-    return {"vm_rss_kib": proc_kib(pid, "status", "VmRSS"),
-            "rss_anon_kib": proc_kib(pid, "status", "RssAnon"),
-            "pss_kib": proc_kib(pid, "smaps_rollup", "Pss"),
-            "fds": open_fds(pid)}
-
-
 # -- the benchmark -----------------------------------------------------------------------------
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.run_id = uuid.uuid4().hex[:8]
-        self.tokens = [f"w{i} " for i in range(1, args.tokens + 1)]  # what the fake CLI sends
+class Bench(Rig):
+    """Followers of one headless reply per batch, then idle websockets on one thread."""
+
+    name = "follower-bench"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.tokens = numbered_tokens(args.tokens)  # what the fake sends
         self.expected_text = "".join(self.tokens)
-        self.fake: FakeUpstreamProcess | None = None
-        self.server: RelayServer | None = None
-        self.worker_pid: int | None = None
         self.owner: RelayClient | None = None
-        self.live: list[Any] = []  # followers and idle sockets to close on the way out
+        self.live: list[Follower] = []  # followers to wake on the way out
         self.idle_sockets: list[websocket.WebSocket] = []
 
-    # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         args = self.args
-        self.fake = FakeUpstreamProcess(self.workdir, tokens=args.tokens,
-                                        token_delay_ms=args.token_delay_ms,
-                                        first_token_delay_ms=0.0)
-        self.fake.start()
-        env = {"CHAT_PROVIDER": "openai", "OPENAI_BASE_URL": self.fake.url,
-               "OPENAI_API_KEY": "bench", "SECRET_KEY": "bench",
-               "DATABASE_URL": f"sqlite:///{self.workdir / 'relay.sqlite3'}",
-               "WEB_CONCURRENCY": "1", "ACCESS_LOG": "",
-               "WORKER_CONNECTIONS": str(args.worker_connections),
-               # Nobody opens the reply's SSE stream: start it headless at once.
-               "DRIVER_GRACE_MS": "0",
-               "POLL_INTERVAL_MS": str(args.poll_interval_ms)}
-        if args.throttle_ms is not None:
-            env["STREAM_THROTTLE_MS"] = str(args.throttle_ms)
+        fake = FakeUpstreamProcess(self.workdir, tokens=args.tokens,
+                                   token_delay_ms=args.token_delay_ms, first_token_delay_ms=0.0)
+        python_path = None
         if args.gc_probe:
             probe_dir = self.workdir / "gc-probe"
             probe_dir.mkdir()
             (probe_dir / "sitecustomize.py").write_text(GC_PROBE_SOURCE)
-            env["PYTHONPATH"] = os.pathsep.join(
+            python_path = os.pathsep.join(
                 p for p in (str(probe_dir), os.environ.get("PYTHONPATH", "")) if p)
-        self.server = RelayServer(env, self.workdir, workers=1)
-        self.server.start()
-        pids = self.server.worker_pids()
-        if len(pids) != 1:
-            raise BenchError(f"expected one gunicorn worker, found {pids}")
-        self.worker_pid = pids[0]
-        self.owner = RelayClient(self.server.base_url, timeout=REQUEST_TIMEOUT_S).open()
+        self.start_servers(
+            fake, STREAM_THROTTLE_MS=args.throttle_ms,
+            # Nobody opens the reply's SSE stream: start it headless at once.
+            DRIVER_GRACE_MS=0, POLL_INTERVAL_MS=args.poll_interval_ms, PYTHONPATH=python_path)
+        self.owner = self.new_client()
 
-    def stop(self) -> None:
-        for follower in self.live:  # unblock any follower still reading
+    def unblock(self) -> None:
+        for follower in self.live:
             follower.abort()
         for ws in self.idle_sockets:
             with contextlib.suppress(Exception):
                 ws.abort()
-        if self.server is not None:
-            self.server.stop()
-        if self.fake is not None:
-            self.fake.stop()
 
     def settings(self) -> dict[str, Any]:
         # The server inherits this process's environment, so its defaults are ours.
         from config import Config
 
         args = self.args
-        throttle = Config.STREAM_THROTTLE_MS if args.throttle_ms is None else args.throttle_ms
         return {
             "followers": args.followers, "idle": args.idle, "idle_rounds": args.idle_rounds,
             "settle_s": args.settle_s, "tokens": args.tokens,
             "token_delay_ms": args.token_delay_ms, "reply_chars": len(self.expected_text),
-            "throttle_ms": throttle,
-            "throttle_source": "--throttle-ms" if args.throttle_ms is not None else "default",
-            "max_lag_ms": Config.STREAM_MAX_LAG_MS, "chunking": Config.STREAM_CHUNKING,
+            **writer_settings(args.throttle_ms),
             "poll_interval_ms": args.poll_interval_ms, "driver_grace_ms": 0,
             "ws_receive_poll_s": _ws_receive_poll_s(),
-            "ws_ping_interval_s": Config.WS_PING_INTERVAL_S, "workers": 1,
-            "worker_connections": args.worker_connections, "database": "sqlite (temp dir)",
-            "python": platform.python_version(), "gevent": version_of("gevent"),
-            "greenlet": version_of("greenlet"), "gunicorn": version_of("gunicorn"),
-            "flask": version_of("flask"), "flask_sock": version_of("flask-sock"),
-            "simple_websocket": version_of("simple-websocket"),
-            "websocket_client": version_of("websocket-client"),
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "ws_ping_interval_s": Config.WS_PING_INTERVAL_S,
+            **environment(args.worker_connections, "gevent", "greenlet", "gunicorn", "flask",
+                          "flask-sock", "simple-websocket", "websocket-client"),
         }
-
-    def health(self) -> dict[str, Any]:
-        assert self.server is not None
-        return get_json(self.server.base_url + "/healthz")
 
     def ws_url(self, thread_id: int) -> str:
         assert self.server is not None
@@ -566,15 +508,8 @@ class Bench:
 
     def upstream_record(self, prompt: str) -> tuple[dict[str, Any] | None, int]:
         """The fake's record for `prompt` once it has an outcome, and how many there were."""
-        assert self.fake is not None
-        deadline = time.monotonic() + 10.0
-        while True:
-            records = [r for r in self.fake.stats()["requests"]
-                       if last_user_prompt(r.get("body")) == prompt]
-            if (records and all(r.get("outcome") for r in records)) \
-                    or time.monotonic() > deadline:
-                return (records[0] if len(records) == 1 else None), len(records)
-            time.sleep(0.05)
+        records = self.upstream_records({prompt}).get(prompt, [])
+        return (records[0] if len(records) == 1 else None), len(records)
 
     # -- 1. observer lag ---------------------------------------------------------------
     def run_batch(self, kind: str, n: int, label: str) -> dict[str, Any]:
@@ -582,7 +517,7 @@ class Bench:
         assert self.worker_pid is not None
         args = self.args
         thread_id = self.owner.new_thread()
-        prompt = f"follower-bench {self.run_id} {label}: tell me something"
+        prompt = self.prompt(label)
         cookie = self.owner.cookie_header()
         stream_s = args.tokens * args.token_delay_ms / 1000
         interval_s = args.poll_interval_ms / 1000
@@ -622,23 +557,13 @@ class Bench:
             problems.append(f"posting the prompt failed: {type(err).__name__}: {err}")
         t_posted = time.monotonic()
         start.go(message_id)
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in threads):
-            for follower, thread in zip(followers, threads, strict=True):
-                if thread.is_alive():
-                    follower.error = follower.error or "still running at the batch deadline"
-                    follower.abort()
-            for thread in threads:
-                thread.join(5.0)
+        finish(zip(followers, threads, strict=True), deadline, Follower.abort)
         t_end = time.monotonic()
         health = self.wait_quiet()
         cpu_after = self.cpu_snapshot()
         record, n_records = self.upstream_record(prompt)
         self.live = []
-        if health.get("active_generations"):
-            problems.append(f"{health['active_generations']} generations still active after "
-                            "the batch")
+        problems += health_problems(health)
         if self.server.worker_pids() != [self.worker_pid]:
             warnings.append(f"the worker changed from {self.worker_pid} to "
                             f"{self.server.worker_pids()}")
@@ -819,26 +744,19 @@ def _ws_receive_poll_s() -> float | None:
 
 
 # -- output ------------------------------------------------------------------------------------
-def fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
-    return "-" if value is None else f"{value * scale:,.{digits}f}"
-
-
 def render_settings(s: dict[str, Any]) -> list[str]:
     return [
         "Relay follower benchmark",
         f"  reply: {s['tokens']} tokens ({s['reply_chars']} chars, token i is 'w<i> ') every "
         f"{s['token_delay_ms']:g} ms, run headless (DRIVER_GRACE_MS=0, no SSE reader)",
-        f"  writer: throttle {s['throttle_ms']} ms ({s['throttle_source']}), max lag "
-        f"{s['max_lag_ms']} ms, chunking {s['chunking']}; database {s['database']}",
+        writer_line(s),
         f"  followers: websocket (owner cookie; handler wakes every {s['ws_receive_poll_s']} s "
         f"when idle, pings every {s['ws_ping_interval_s']:g} s), polling GET /messages/<id> "
         f"JSON every {s['poll_interval_ms']} ms (POLL_INTERVAL_MS={s['poll_interval_ms']}, "
         "random phase)",
-        f"  server: gunicorn {s['gunicorn']} -k gevent, {s['workers']} worker, "
-        f"{s['worker_connections']} worker connections; flask-sock {s['flask_sock']}, "
-        f"simple-websocket {s['simple_websocket']}",
-        f"  Python {s['python']}, gevent {s['gevent']}, greenlet {s['greenlet']}, "
-        f"{s['cpus_usable']} usable CPUs (of {s['cpu_count']}), {s['platform']}",
+        f"{server_line(s)}; flask-sock {s['flask_sock']}, simple-websocket "
+        f"{s['simple_websocket']}, greenlet {s['greenlet']}",
+        host_line(s),
     ]
 
 
@@ -871,16 +789,10 @@ def render_lag(results: list[dict[str, Any]]) -> list[str]:
         ("POST answered (ms)", lambda r: fmt(r["post_s"], ms)),
         ("batch wall time, POST to last follower done (s)", lambda r: fmt(r["wall_s"], 1, 2)),
     ]
-    label_width = max(len(label) for label, _ in rows)
     cols = [f"{r['kind']} F={r['followers']}" for r in results]
-    widths = [max(13, len(c)) for c in cols]
-    lines = ["1. Observer lag: first time a follower's text holds token i - the fake's send "
-             "time of token i", " " * label_width
-             + "".join(f"  {c:>{w}}" for c, w in zip(cols, widths, strict=True))]
-    for label, cell in rows:
-        cells = "".join(f"  {cell(r):>{w}}" for r, w in zip(results, widths, strict=True))
-        lines.append(f"{label:<{label_width}}{cells}")
-    return lines
+    return ["1. Observer lag: first time a follower's text holds token i - the fake's send "
+            "time of token i", *table(["", *cols], by_column(rows, results), indent="",
+                                      min_width=13)]
 
 
 def render_memory(mem: dict[str, Any]) -> list[str]:
@@ -917,34 +829,19 @@ def render(settings: dict[str, Any], results: list[dict[str, Any]],
         lines += ["", *render_memory(memory)]
     for r in results:
         for kind in ("problems", "warnings"):
-            if r[kind]:
-                lines.append(f"\n{kind} in {r['kind']} F={r['followers']} ({len(r[kind])}):")
-                lines.extend(f"  {p}" for p in r[kind][:20])
-                if len(r[kind]) > 20:
-                    lines.append(f"  ... and {len(r[kind]) - 20} more (see --json)")
-    if memory is not None and memory["problems"]:
-        lines.append(f"\nproblems with idle followers ({len(memory['problems'])}):")
-        lines.extend(f"  {p}" for p in memory["problems"][:20])
+            lines += listing(f"{kind} in {r['kind']} F={r['followers']}", r[kind])
+    if memory is not None:
+        lines += listing("problems with idle followers", memory["problems"])
     return "\n".join(lines)
 
 
 # -- command line ------------------------------------------------------------------------------
-def parse_levels(value: str) -> list[int]:
-    try:
-        levels = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,50, got {value!r}") from None
-    if not levels or any(n < 1 or n > 500 for n in levels):
-        raise argparse.ArgumentTypeError("each follower count must be within 1..500")
-    return levels
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.follower_bench",
         description="Relay's followers against a fake model: per-token lag of websocket and "
                     "polling followers, memory per idle websocket (see bench/README.md).")
-    parser.add_argument("--followers", type=parse_levels, default=[1, 50],
+    parser.add_argument("--followers", type=levels(500, "follower count"), default=[1, 50],
                         help="follower counts F, comma-separated (default 1,50)")
     parser.add_argument("--modes", default="ws,poll",
                         help="which followers to measure: ws, poll or ws,poll (default)")
@@ -959,18 +856,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the model's pace between tokens (20)")
     parser.add_argument("--poll-interval-ms", type=int, default=250,
                         help="POLL_INTERVAL_MS of the server and the polling followers (250)")
-    parser.add_argument("--throttle-ms", type=int, default=None,
-                        help="STREAM_THROTTLE_MS for Relay (default: Relay's default)")
-    parser.add_argument("--worker-connections", type=int, default=1000,
-                        help="gunicorn WORKER_CONNECTIONS (1000)")
     parser.add_argument("--gc-probe", action="store_true",
                         help="have the server log its slow and full garbage collections "
                              "(a sitecustomize on its PYTHONPATH) and report them per batch")
     parser.add_argument("--no-warmup", action="store_true",
                         help="skip the unmeasured warm-up reply")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the temp dir (database, server logs) and print its path")
+    relay_setting(parser, "--throttle-ms", "STREAM_THROTTLE_MS", int)
+    run_args(parser)
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not args.modes or any(m not in ("ws", "poll") for m in args.modes):
@@ -991,24 +883,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)  # stop the servers as on Ctrl-C
     raise_fd_limit(max(4096, (max(args.followers) + args.idle * args.idle_rounds) * 4 + 256))
-    workdir = Path(tempfile.mkdtemp(prefix="follower-bench-"))
-    bench = Bench(args, workdir)
+    bench = Bench(args)
     settings = bench.settings()
     results: list[dict[str, Any]] = []
     memory: dict[str, Any] | None = None
-    server_log = ""
-    status = 0
-    try:
-        print(f"starting the fake upstream and Relay (work dir {workdir}) ...", flush=True)
-        bench.start()
+
+    def measure() -> None:
+        nonlocal memory
         if not args.no_warmup:
             print("warm-up: 1 websocket + 1 polling follower (not measured) ...", flush=True)
             for kind in args.modes:
@@ -1023,21 +907,9 @@ def main(argv: list[str] | None = None) -> int:
             for kind in args.modes:
                 print(f"measuring {kind} followers F={n} ...", flush=True)
                 results.append(bench.run_batch(kind, n, f"{kind}-{n}"))
-    except KeyboardInterrupt:
-        print("interrupted; stopping the servers ...", file=sys.stderr, flush=True)
-        status = 130
-    except (BenchError, RuntimeError, OSError) as err:  # servers failed to start or answer
-        print(f"benchmark failed: {err}", file=sys.stderr, flush=True)
-        status = 1
-    finally:
-        bench.stop()
-        server_log = bench.server.log() if bench.server is not None else ""
-        if args.keep_workdir:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
-    pauses = gc_pauses(server_log, bench.worker_pid) if args.gc_probe else []
+    status = run(bench, measure)
+    pauses = gc_pauses(bench.server_log, bench.worker_pid) if args.gc_probe else []
     attach_gc(results if args.gc_probe else [], pauses)
     print()
     print(render(settings, results, memory))
@@ -1046,23 +918,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nworker garbage collections (--gc-probe, whole run): {len(full)} full, longest "
               f"{fmt(max(full, default=None))} ms; {len(pauses) - len(full)} younger ones of "
               ">= 5 ms. A collection stops every greenlet of the worker while it runs.")
-    findings = log_findings(server_log)
-    boots = sum("Booting worker" in line for line in findings)
-    noteworthy = [line for line in findings if "Booting worker" not in line
-                  and "Worker exiting" not in line and "had no driver" not in line]
-    headless = sum("had no driver" in line for line in findings)
-    print(f"\ngunicorn log: {boots} worker boot(s), {headless} headless start(s) (expected: one "
-          f"per reply), {len(noteworthy)} other noteworthy line(s)")
-    for line in noteworthy[:LOG_LINES_SHOWN]:
-        print(f"  {line}")
-    if len(noteworthy) > LOG_LINES_SHOWN:
-        print(f"  ... and {len(noteworthy) - LOG_LINES_SHOWN} more")
+    findings, counts, noteworthy = scan_log(
+        bench.server_log, ("Booting worker", "Worker exiting", "had no driver"))
+    print_log(f"{counts['Booting worker']} worker boot(s), {counts['had no driver']} headless "
+              f"start(s) (expected: one per reply), {len(noteworthy)} other noteworthy line(s)",
+              noteworthy)
     if args.json:
-        out = {"settings": settings, "lag": results, "idle_memory": memory,
-               "worker_gc": pauses,
-               "gunicorn_log_findings": findings}
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"results written to {args.json}")
+        write_json(args.json, {"settings": settings, "lag": results, "idle_memory": memory,
+                               "worker_gc": pauses, "gunicorn_log_findings": findings})
     problems = any(r["problems"] for r in results) or bool(memory and memory["problems"])
     if status == 0 and problems:
         status = 2

@@ -13,219 +13,73 @@ bench/README.md explains every figure and how it is measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import math
-import os
-import platform
-import resource
-import shutil
-import signal
-import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
-from bench.relay_client import RelayClient
-from bench.relay_server import ROOT, RelayServer, free_port
-from bench.sse_client import SSEConnection
-from streaming.sse import decode_delta
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-# Every request a tab makes (POST, each SSE read) gives up after this long.
-REQUEST_TIMEOUT_S = 30.0
-# A batch ends at the latest this long after the reply should have been fully streamed.
-BATCH_SLACK_S = 60.0
-# Log lines worth reporting, and how many of them to print.
-LOG_MARKERS = ("Traceback", "ERROR", "CRITICAL", "WARNING", "headless", "Worker exiting",
-               "WORKER TIMEOUT", "Booting worker")
-LOG_LINES_SHOWN = 25
-
-
-class BenchError(RuntimeError):
-    """Something stopped the benchmark before it could measure."""
-
-
-# -- small helpers ----------------------------------------------------------------------------
-def percentile(values: list[float], q: float) -> float | None:
-    """The nearest-rank percentile (q in 0..100): an observed value, never interpolated."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def summary(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"n": 0, "median": None, "p99": None, "max": None, "min": None}
-    return {"n": len(values), "median": statistics.median(values),
-            "p99": percentile(values, 99), "max": max(values), "min": min(values)}
-
-
-def get_json(url: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process from /proc/<pid>/stat, in seconds; None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return None
-    # The command name (field 2) may contain spaces; the fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2:].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return (utime + stime) / CLK_TCK
-
-
-def difference(before: float | None, after: float | None) -> float | None:
-    return None if before is None or after is None else after - before
-
-
-def raise_fd_limit(wanted: int) -> tuple[int, int]:
-    """Raise the soft open-files limit (inherited by the servers we start) towards `wanted`."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
-def version_of(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
-def last_user_prompt(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    for message in reversed(body.get("messages") or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            return content if isinstance(content, str) else None
-    return None
-
-
-# -- the fake model in its own process ---------------------------------------------------------
-class FakeUpstreamProcess:
-    """`python -m bench.fake_upstream` on a free port, stopped by stop() (also on errors)."""
-
-    def __init__(self, workdir: Path, *, tokens: int, token_delay_ms: float,
-                 first_token_delay_ms: float) -> None:
-        self.port = free_port()
-        self.root_url = f"http://127.0.0.1:{self.port}"
-        self.url = self.root_url + "/v1"
-        self.log_path = workdir / f"fake-upstream-{self.port}.log"
-        self.args = ["--host", "127.0.0.1", "--port", str(self.port), "--tokens", str(tokens),
-                     "--token-delay-ms", str(token_delay_ms),
-                     "--first-token-delay-ms", str(first_token_delay_ms)]
-        self.process: subprocess.Popen | None = None
-        self._log: Any = None
-
-    def start(self, timeout: float = 15.0) -> FakeUpstreamProcess:
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.fake_upstream", *self.args], cwd=ROOT,
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BenchError(f"the fake upstream exited early:\n{self.log()}")
-            try:
-                get_json(self.root_url + "/_fake/stats", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise BenchError(f"the fake upstream did not answer within {timeout} s:\n{self.log()}")
-
-    def stats(self) -> dict[str, Any]:
-        return get_json(self.root_url + "/_fake/stats?full=1", timeout=30)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # the CLI exits cleanly on SIGTERM
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+from bench.fake_upstream import numbered_tokens
+from bench.harness import (
+    BATCH_SLACK_S,
+    REQUEST_TIMEOUT_S,
+    BenchError,
+    FakeUpstreamProcess,
+    Rig,
+    Tab,
+    by_column,
+    cpu_seconds,
+    difference,
+    environment,
+    finish,
+    fmt,
+    health_problems,
+    host_line,
+    levels,
+    listing,
+    print_log,
+    raise_fd_limit,
+    relay_setting,
+    run,
+    run_args,
+    scan_log,
+    server_line,
+    summary,
+    table,
+    write_json,
+    writer_line,
+    writer_settings,
+)
 
 
 # -- one tab -----------------------------------------------------------------------------------
 @dataclass
-class Tab:
-    """One browser tab: its client and thread are set up before timing starts."""
+class TimedTab(Tab):
+    """A tab that also times its first and last delta; set up before timing starts."""
 
-    index: int
-    client: RelayClient
-    thread_id: int
-    prompt: str
-    t0: float | None = None  # right before the POST
-    t_posted: float | None = None  # the POST answered
-    t_open: float | None = None  # the SSE response's headers arrived
     t_first: float | None = None  # the first delta event arrived
-    t_end: float | None = None  # the terminal event arrived
-    message_id: int | None = None
-    terminal: str | None = None
+    t_last: float | None = None  # the last delta event arrived
     delta_events: int = 0
     chars: int = 0
     text_ok: bool | None = None
-    t_last: float | None = None  # the last delta event arrived
-    error: str | None = None
-    conn: SSEConnection | None = None
+
+    def on_delta(self, text: str, now: float) -> None:
+        if self.t_first is None:
+            self.t_first = now
+        super().on_delta(text, now)
+        self.delta_events += 1
+        self.chars += len(text)
+        self.t_last = now
 
     def run(self, barrier: threading.Barrier, deadline: float, expected_text: str) -> None:
         try:
             barrier.wait()
-            self.t0 = time.monotonic()
-            sent = self.client.send(self.thread_id, self.prompt)
-            self.t_posted = time.monotonic()
-            self.message_id = sent["assistant_message"]["id"]
-            self.conn = self.client.stream(sent["stream_url"], timeout=REQUEST_TIMEOUT_S)
-            self.t_open = time.monotonic()
-            if self.conn.status != 200:
-                raise BenchError(f"stream answered {self.conn.status}: {self.conn.body[:200]!r}")
-            pieces: list[str] = []
-            with self.conn:
-                for event in self.conn:
-                    now = time.monotonic()
-                    if event.event == "delta":
-                        if self.t_first is None:
-                            self.t_first = now
-                        text = decode_delta(event.data)
-                        pieces.append(text)
-                        self.delta_events += 1
-                        self.chars += len(text)
-                        self.t_last = now
-                    else:
-                        self.terminal, self.t_end = event.event, now
-                        break
-                    if now > deadline:
-                        raise BenchError("the batch deadline passed mid-stream")
+            sent = self.post()
+            self.read(sent["stream_url"], deadline)
             if self.terminal is None:
                 raise BenchError("the stream ended without a terminal event"
-                                 + (" (truncated)" if self.conn.truncated else ""))
-            self.text_ok = "".join(pieces) == expected_text
+                                 + (" (truncated)" if self.conn and self.conn.truncated else ""))
+            self.text_ok = self.text == expected_text
         except threading.BrokenBarrierError:
             self.error = "the start barrier broke"
         except Exception as err:  # reported per tab; one failure must not hide the others
@@ -233,90 +87,40 @@ class Tab:
 
 
 # -- the benchmark -----------------------------------------------------------------------------
-class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.run_id = uuid.uuid4().hex[:8]
-        self.tokens = [f"w{i} " for i in range(1, args.tokens + 1)]  # what the fake CLI sends
-        self.expected_text = "".join(self.tokens)
-        self.fake: FakeUpstreamProcess | None = None
-        self.server: RelayServer | None = None
-        self.worker_pid: int | None = None
-        self.live_tabs: list[Tab] = []
+class Bench(Rig):
+    """Batches of N tabs that stream one reply each, at the same time."""
 
-    # -- lifecycle ---------------------------------------------------------------------
+    name = "relay-bench"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        self.tokens = numbered_tokens(args.tokens)  # what the fake sends
+        self.expected_text = "".join(self.tokens)
+
     def start(self) -> None:
         args = self.args
-        self.fake = FakeUpstreamProcess(self.workdir, tokens=args.tokens,
-                                        token_delay_ms=args.token_delay_ms,
-                                        first_token_delay_ms=args.first_token_delay_ms)
-        self.fake.start()
-        env = {"CHAT_PROVIDER": "openai", "OPENAI_BASE_URL": self.fake.url,
-               "OPENAI_API_KEY": "bench", "SECRET_KEY": "bench",
-               "DATABASE_URL": f"sqlite:///{self.workdir / 'relay.sqlite3'}",
-               "WEB_CONCURRENCY": "1", "ACCESS_LOG": "",
-               "WORKER_CONNECTIONS": str(args.worker_connections)}
-        if args.throttle_ms is not None:
-            env["STREAM_THROTTLE_MS"] = str(args.throttle_ms)
-        self.server = RelayServer(env, self.workdir, workers=1)
-        self.server.start()
-        pids = self.server.worker_pids()
-        if len(pids) != 1:
-            raise BenchError(f"expected one gunicorn worker, found {pids}")
-        self.worker_pid = pids[0]
-
-    def stop(self) -> None:
-        for tab in self.live_tabs:  # unblock any tab still reading, so the server can stop
-            if tab.conn is not None:
-                tab.conn.close()
-        if self.server is not None:
-            self.server.stop()
-        if self.fake is not None:
-            self.fake.stop()
+        fake = FakeUpstreamProcess(self.workdir, tokens=args.tokens,
+                                   token_delay_ms=args.token_delay_ms,
+                                   first_token_delay_ms=args.first_token_delay_ms)
+        self.start_servers(fake, STREAM_THROTTLE_MS=args.throttle_ms)
 
     def settings(self) -> dict[str, Any]:
-        # The server inherits this process's environment, so its defaults are ours.
-        from config import Config
-
         args = self.args
-        throttle = Config.STREAM_THROTTLE_MS if args.throttle_ms is None else args.throttle_ms
         return {
             "streams": args.streams, "tokens": args.tokens,
             "token_delay_ms": args.token_delay_ms,
             "first_token_delay_ms": args.first_token_delay_ms,
-            "throttle_ms": throttle,
-            "throttle_source": "--throttle-ms" if args.throttle_ms is not None else "default",
-            "max_lag_ms": Config.STREAM_MAX_LAG_MS, "chunking": Config.STREAM_CHUNKING,
-            "reply_chars": len(self.expected_text), "workers": 1,
-            "worker_connections": args.worker_connections, "database": "sqlite (temp dir)",
-            "python": platform.python_version(), "gevent": version_of("gevent"),
-            "gunicorn": version_of("gunicorn"), "flask": version_of("flask"),
-            "sqlalchemy": version_of("sqlalchemy"), "openai": version_of("openai"),
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)),
-            "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            **writer_settings(args.throttle_ms), "reply_chars": len(self.expected_text),
+            **environment(args.worker_connections, "gevent", "gunicorn", "flask", "sqlalchemy",
+                          "openai"),
         }
 
     # -- one batch ---------------------------------------------------------------------
-    def make_tabs(self, n: int, label: str) -> list[Tab]:
-        assert self.server is not None
-        tabs = []
-        for i in range(n):
-            client = RelayClient(self.server.base_url, timeout=REQUEST_TIMEOUT_S).open()
-            prompt = f"relay-bench {self.run_id} {label} tab {i}: tell me something"
-            tabs.append(Tab(i, client, client.new_thread(), prompt))
-        return tabs
-
-    def health(self) -> dict[str, Any]:
-        assert self.server is not None
-        return get_json(self.server.base_url + "/healthz")
-
     def run_batch(self, n: int, label: str) -> dict[str, Any]:
         assert self.server is not None and self.server.process is not None
         assert self.fake is not None and self.worker_pid is not None
         args = self.args
-        tabs = self.make_tabs(n, label)
+        tabs = [self.new_tab(TimedTab, i, label) for i in range(n)]
         self.live_tabs = tabs
         stream_s = (args.first_token_delay_ms + args.tokens * args.token_delay_ms) / 1000
         barrier = threading.Barrier(n, timeout=REQUEST_TIMEOUT_S)
@@ -329,21 +133,16 @@ class Bench:
                                     name=f"tab-{tab.index}", daemon=True) for tab in tabs]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(t.is_alive() for t in threads):
+
+        def give_up(tab: TimedTab) -> None:
             barrier.abort()
-            for tab, thread in zip(tabs, threads, strict=True):
-                if thread.is_alive():
-                    tab.error = tab.error or "still running at the batch deadline"
-                    if tab.conn is not None:
-                        tab.conn.close()
-            for thread in threads:
-                thread.join(5.0)
+            tab.close()
+
+        finish(zip(tabs, threads, strict=True), deadline, give_up)
         cpu_worker_after = cpu_seconds(self.worker_pid)
         cpu_master_after = cpu_seconds(self.server.process.pid)
         health_after = self.health()
-        records = self.upstream_records(tabs)
+        records = self.upstream_records({tab.prompt for tab in tabs})
         result = self.summarise(n, tabs, records, health_before, health_after,
                                 difference(cpu_worker_before, cpu_worker_after),
                                 difference(cpu_master_before, cpu_master_after))
@@ -356,24 +155,7 @@ class Bench:
         self.live_tabs = []
         return result
 
-    def upstream_records(self, tabs: list[Tab]) -> dict[str, list[dict[str, Any]]]:
-        """The fake's records of this batch by prompt, once each of them has an outcome."""
-        assert self.fake is not None
-        prompts = {tab.prompt for tab in tabs}
-        deadline = time.monotonic() + 10.0
-        while True:
-            by_prompt: dict[str, list[dict[str, Any]]] = {}
-            for record in self.fake.stats()["requests"]:
-                prompt = last_user_prompt(record.get("body"))
-                if prompt in prompts:
-                    by_prompt.setdefault(prompt, []).append(record)
-            # A client can see `done` a moment before the fake's thread records `finished`.
-            settled = all(r.get("outcome") for rs in by_prompt.values() for r in rs)
-            if settled or time.monotonic() > deadline:
-                return by_prompt
-            time.sleep(0.05)
-
-    def summarise(self, n: int, tabs: list[Tab], records: dict[str, list[dict[str, Any]]],
+    def summarise(self, n: int, tabs: list[TimedTab], records: dict[str, list[dict[str, Any]]],
                   health_before: dict[str, Any], health_after: dict[str, Any],
                   cpu_worker: float | None, cpu_master: float | None) -> dict[str, Any]:
         problems: list[str] = []  # a stream did not work: the exit status says so
@@ -440,11 +222,7 @@ class Bench:
         wb, wa = health_before["writer"], health_after["writer"]
         writer = {k: wa[k] - wb[k] for k in ("commits", "deltas", "ticks", "finalized",
                                               "failures")}
-        if writer["failures"]:
-            problems.append(f"the delta writer reported {writer['failures']} failed commits")
-        if health_after.get("active_generations"):
-            problems.append(f"{health_after['active_generations']} generations still active "
-                            "after the batch")
+        problems += health_problems(health_after, health_before)
         throttle_s = self.settings()["throttle_ms"] / 1000
         if wall and throttle_s > 0 and wall > 5 * throttle_s \
                 and writer["ticks"] < 0.5 * wall / throttle_s:
@@ -479,116 +257,79 @@ class Bench:
 
 
 # -- output ------------------------------------------------------------------------------------
-def _fmt(value: float | None, scale: float = 1.0, digits: int = 1) -> str:
-    return "-" if value is None else f"{value * scale:,.{digits}f}"
-
-
 def render(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
     s = settings
     lines = [
         "Relay streaming benchmark",
         f"  reply: {s['tokens']} tokens ({s['reply_chars']} chars) every "
         f"{s['token_delay_ms']:g} ms, first token after {s['first_token_delay_ms']:g} ms",
-        f"  writer: throttle {s['throttle_ms']} ms ({s['throttle_source']}), max lag "
-        f"{s['max_lag_ms']} ms, chunking {s['chunking']}; database {s['database']}",
-        f"  server: gunicorn {s['gunicorn']} -k gevent, {s['workers']} worker, "
-        f"{s['worker_connections']} worker connections",
-        f"  Python {s['python']}, gevent {s['gevent']}, {s['cpus_usable']} usable CPUs "
-        f"(of {s['cpu_count']}), {s['platform']}",
+        writer_line(s),
+        server_line(s),
+        host_line(s),
         "",
     ]
     ms = 1000.0
     rows: list[tuple[str, Any]] = [
         ("streams ended `done`, text exact", lambda r: f"{r['done']}/{r['streams']}"),
-        ("batch wall time, first POST to last end (s)", lambda r: _fmt(r["wall_s"], 1, 2)),
-        ("ADDED TTFT median (ms)", lambda r: _fmt(r["added_ttft_s"]["median"], ms)),
-        ("ADDED TTFT p99 (ms)", lambda r: _fmt(r["added_ttft_s"]["p99"], ms)),
-        ("ADDED TTFT max (ms)", lambda r: _fmt(r["added_ttft_s"]["max"], ms)),
+        ("batch wall time, first POST to last end (s)", lambda r: fmt(r["wall_s"], 1, 2)),
+        ("ADDED TTFT median (ms)", lambda r: fmt(r["added_ttft_s"]["median"], ms)),
+        ("ADDED TTFT p99 (ms)", lambda r: fmt(r["added_ttft_s"]["p99"], ms)),
+        ("ADDED TTFT max (ms)", lambda r: fmt(r["added_ttft_s"]["max"], ms)),
         ("  total TTFT seen by the tab, median (ms)",
-         lambda r: _fmt(r["total_ttft_s"]["median"], ms)),
+         lambda r: fmt(r["total_ttft_s"]["median"], ms)),
         ("  upstream's own TTFT, median (ms)",
-         lambda r: _fmt(r["upstream_ttft_s"]["median"], ms, 2)),
+         lambda r: fmt(r["upstream_ttft_s"]["median"], ms, 2)),
         ("  t0 -> upstream request arrived, median (ms)",
-         lambda r: _fmt(r["to_upstream_s"]["median"], ms)),
+         lambda r: fmt(r["to_upstream_s"]["median"], ms)),
         ("  first token: upstream -> tab, median (ms)",
-         lambda r: _fmt(r["first_token_back_s"]["median"], ms)),
-        ("  POST answered, median (ms)", lambda r: _fmt(r["post_s"]["median"], ms)),
+         lambda r: fmt(r["first_token_back_s"]["median"], ms)),
+        ("  POST answered, median (ms)", lambda r: fmt(r["post_s"]["median"], ms)),
         ("  SSE headers after POST, median (ms)",
-         lambda r: _fmt(r["sse_open_s"]["median"], ms)),
+         lambda r: fmt(r["sse_open_s"]["median"], ms)),
         ("last token: upstream -> tab, median (ms)",
-         lambda r: _fmt(r["last_token_back_s"]["median"], ms)),
+         lambda r: fmt(r["last_token_back_s"]["median"], ms)),
         ("last token: upstream -> tab, p99 (ms)",
-         lambda r: _fmt(r["last_token_back_s"]["p99"], ms)),
+         lambda r: fmt(r["last_token_back_s"]["p99"], ms)),
         ("`done` after upstream finished, median (ms)",
-         lambda r: _fmt(r["done_after_upstream_s"]["median"], ms)),
+         lambda r: fmt(r["done_after_upstream_s"]["median"], ms)),
         ("`done` after upstream finished, p99 (ms)",
-         lambda r: _fmt(r["done_after_upstream_s"]["p99"], ms)),
-        ("delta events per stream, median", lambda r: _fmt(r["delta_events"]["median"], 1, 0)),
-        ("characters per stream, median", lambda r: _fmt(r["chars"]["median"], 1, 0)),
+         lambda r: fmt(r["done_after_upstream_s"]["p99"], ms)),
+        ("delta events per stream, median", lambda r: fmt(r["delta_events"]["median"], 1, 0)),
+        ("characters per stream, median", lambda r: fmt(r["chars"]["median"], 1, 0)),
         ("tokens relayed (upstream tokens_sent)", lambda r: f"{r['tokens_relayed']:,}"),
         ("WORKER CPU per relayed token (us)",
-         lambda r: _fmt(r["worker_cpu_us_per_token"], 1, 1)),
-        ("  worker CPU, utime+stime (s)", lambda r: _fmt(r["worker_cpu_s"], 1, 2)),
-        ("  master CPU, for information (s)", lambda r: _fmt(r["master_cpu_s"], 1, 2)),
-        ("DB COMMITS per second", lambda r: _fmt(r["commits_per_s"], 1, 1)),
-        ("  delta rows per second", lambda r: _fmt(r["deltas_per_s"], 1, 1)),
-        ("  commits per stream-second", lambda r: _fmt(r["commits_per_stream_s"], 1, 3)),
-        ("  delta rows per stream-second", lambda r: _fmt(r["deltas_per_stream_s"], 1, 2)),
+         lambda r: fmt(r["worker_cpu_us_per_token"], 1, 1)),
+        ("  worker CPU, utime+stime (s)", lambda r: fmt(r["worker_cpu_s"], 1, 2)),
+        ("  master CPU, for information (s)", lambda r: fmt(r["master_cpu_s"], 1, 2)),
+        ("DB COMMITS per second", lambda r: fmt(r["commits_per_s"], 1, 1)),
+        ("  delta rows per second", lambda r: fmt(r["deltas_per_s"], 1, 1)),
+        ("  commits per stream-second", lambda r: fmt(r["commits_per_stream_s"], 1, 3)),
+        ("  delta rows per stream-second", lambda r: fmt(r["deltas_per_stream_s"], 1, 2)),
         ("  commits / delta rows / writer ticks",
          lambda r: f"{r['writer']['commits']}/{r['writer']['deltas']}/{r['writer']['ticks']}"),
     ]
-    label_width = max(len(label) for label, _ in rows)
-    cols = [f"N={r['streams']}" for r in results]
-    widths = [max(12, len(c)) for c in cols]
-    lines.append(" " * label_width + "".join(f"  {c:>{w}}" for c, w in zip(cols, widths,
-                                                                              strict=True)))
-    for label, cell in rows:
-        cells = "".join(f"  {cell(r):>{w}}" for r, w in zip(results, widths, strict=True))
-        lines.append(f"{label:<{label_width}}{cells}")
+    lines += table(["", *[f"N={r['streams']}" for r in results]], by_column(rows, results),
+                   indent="", min_width=12)
     for r in results:
         for kind in ("problems", "warnings"):
-            if r[kind]:
-                lines.append(f"\n{kind} at N={r['streams']} ({len(r[kind])}):")
-                lines.extend(f"  {p}" for p in r[kind][:20])
-                if len(r[kind]) > 20:
-                    lines.append(f"  ... and {len(r[kind]) - 20} more (see --json)")
+            lines += listing(f"{kind} at N={r['streams']}", r[kind])
     return "\n".join(lines)
 
 
-def log_findings(text: str) -> list[str]:
-    """Lines of the gunicorn log that deserve a look (errors, warnings, restarts)."""
-    return [line for line in text.splitlines() if any(m in line for m in LOG_MARKERS)]
-
-
 # -- command line ------------------------------------------------------------------------------
-def parse_streams(value: str) -> list[int]:
-    try:
-        levels = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 1,100, got {value!r}") from None
-    if not levels or any(n < 1 or n > 2000 for n in levels):
-        raise argparse.ArgumentTypeError("each concurrency level must be within 1..2000")
-    return levels
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.relay_bench",
         description="Relay's streaming baseline against a fake model (see bench/README.md).")
-    parser.add_argument("--streams", type=parse_streams, default=[1, 100],
+    parser.add_argument("--streams", type=levels(2000, "concurrency level"), default=[1, 100],
                         help="concurrency levels, comma-separated (default 1,100)")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per reply (200)")
     parser.add_argument("--token-delay-ms", type=float, default=20.0,
                         help="the model's pace between tokens (20)")
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0,
                         help="the model's own time to first token (0)")
-    parser.add_argument("--throttle-ms", type=int, default=None,
-                        help="STREAM_THROTTLE_MS for Relay (default: Relay's default)")
-    parser.add_argument("--worker-connections", type=int, default=1000,
-                        help="gunicorn WORKER_CONNECTIONS (1000)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--keep-workdir", action="store_true",
-                        help="keep the temp dir (database, server logs) and print its path")
+    relay_setting(parser, "--throttle-ms", "STREAM_THROTTLE_MS", int)
+    run_args(parser)
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.tokens > 100_000:
         parser.error("--tokens must be within 1..100000")
@@ -600,23 +341,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)  # stop the servers as on Ctrl-C
     # Each tab holds ~2 sockets here and ~3 in the worker (tab in, upstream out, database).
     raise_fd_limit(max(4096, max(args.streams) * 8 + 256))
-    workdir = Path(tempfile.mkdtemp(prefix="relay-bench-"))
-    bench = Bench(args, workdir)
-    results: list[dict[str, Any]] = []
+    bench = Bench(args)
     settings = bench.settings()
-    status = 0
-    try:
-        print(f"starting the fake upstream and Relay (work dir {workdir}) ...", flush=True)
-        bench.start()
+    results: list[dict[str, Any]] = []
+
+    def measure() -> None:
         print("warm-up: 1 stream (not measured) ...", flush=True)
         warm = bench.run_batch(1, "warmup")
         if warm["problems"] or warm["warnings"]:
@@ -625,36 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.streams:
             print(f"measuring N={n} ...", flush=True)
             results.append(bench.run_batch(n, f"n{n}"))
-    except KeyboardInterrupt:
-        print("interrupted; stopping the servers ...", file=sys.stderr, flush=True)
-        status = 130
-    except (BenchError, RuntimeError, OSError) as err:  # servers failed to start or answer
-        print(f"benchmark failed: {err}", file=sys.stderr, flush=True)
-        status = 1
-    finally:
-        bench.stop()
-        server_log = bench.server.log() if bench.server is not None else ""
-        if args.keep_workdir:
-            print(f"work dir kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
+    status = run(bench, measure)
     if results:
         print()
         print(render(settings, results))
-    findings = log_findings(server_log)
-    boots = sum("Booting worker" in line for line in findings)
-    noteworthy = [line for line in findings if "Booting worker" not in line
-                  and "Worker exiting" not in line]
-    print(f"\ngunicorn log: {boots} worker boot(s), {len(noteworthy)} noteworthy line(s)")
-    for line in noteworthy[:LOG_LINES_SHOWN]:
-        print(f"  {line}")
-    if len(noteworthy) > LOG_LINES_SHOWN:
-        print(f"  ... and {len(noteworthy) - LOG_LINES_SHOWN} more")
+    findings, counts, noteworthy = scan_log(bench.server_log, ("Booting worker", "Worker exiting"))
+    print_log(f"{counts['Booting worker']} worker boot(s), {len(noteworthy)} noteworthy line(s)",
+              noteworthy)
     if args.json and results:
-        out = {"settings": settings, "results": results, "gunicorn_log_findings": findings}
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"results written to {args.json}")
+        write_json(args.json, {"settings": settings, "results": results,
+                               "gunicorn_log_findings": findings})
     if status == 0 and any(r["problems"] for r in results):
         status = 2
     return status
