@@ -128,7 +128,12 @@ class ReplyEngine:
         self.sweeper.start()
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """End every reply generating here as `interrupted`, its text flushed, then stop."""
+        """End every reply generating here as `interrupted`, its text flushed, then stop.
+
+        Idempotent: a worker may be told to stop more than once (by its master and others).
+        """
+        if self.stopping.is_set():
+            return
         self.stopping.set()
         self.sweeper.stop()
         for greenlet in list(self._headless):
