@@ -17,12 +17,10 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 
-ROLES = ("user", "assistant", "system")
 PENDING, STREAMING = "pending", "streaming"
 COMPLETE, ERROR, ABORTED, INTERRUPTED = "complete", "error", "aborted", "interrupted"
 ACTIVE_STATUSES = (PENDING, STREAMING)
 TERMINAL_STATUSES = (COMPLETE, ERROR, ABORTED, INTERRUPTED)
-STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 
 
 def utcnow() -> dt.datetime:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from llm import Provider
-from models import ACTIVE_STATUSES, INTERRUPTED, Message, thread_channel
+from models import ACTIVE_STATUSES, INTERRUPTED, STREAMING, Message, thread_channel
 
 from .chunking import make_chunker
 from .claim import claim_generation
@@ -154,13 +154,13 @@ class ReplyEngine:
         log.info("shutdown: %d replies ended as interrupted", len(generations))
 
     # -- stopping ---------------------------------------------------------------------
-    def cancel(self, message_id: int) -> bool:
-        """Stop a generation running in this worker now; False when it is not here."""
+    def cancel(self, message_id: int) -> Generation | None:
+        """Stop a generation running in this worker now; None when it is not running here."""
         generation = self.generations.get(message_id)
         if generation is None or generation.done:
-            return False
+            return None
         self._cancel_local(generation)
-        return True
+        return generation
 
     def _cancel_local(self, generation: Generation) -> None:
         generation.cancel_requested = True
@@ -175,19 +175,28 @@ class ReplyEngine:
     def local(self, message_id: int) -> Generation | None:
         return self.generations.get(message_id)
 
+    def check_cursor(self, message: Message, cursor: int) -> None:
+        """Raise CursorError for a cursor past the end of what the reply can hold now."""
+        generation = self.local(message.id)
+        if generation is not None:
+            limit = generation.end
+        elif message.status == STREAMING:
+            return  # generated elsewhere: its stream may be ahead of the database
+        else:
+            limit = len(message.content)
+        if cursor > limit:
+            raise CursorError(f"cursor {cursor} is past the reply's end ({limit})")
+
     def read(self, message: Message, cursor: int) -> Iterator[ReadItem]:
         """Every change of `message` after `cursor`: live if it runs here, else persisted.
 
         Raises CursorError at once for a cursor past the end of what can exist.
         """
+        self.check_cursor(message, cursor)
         config = self.app.config
         generation = self.local(message.id)
         if generation is not None:
-            if cursor > generation.end:
-                raise CursorError(f"cursor {cursor} is past the reply's end ({generation.end})")
             return read_live(generation, cursor, idle_s=config["SSE_KEEPALIVE_S"])
-        if message.is_terminal and cursor > len(message.content):
-            raise CursorError(f"cursor {cursor} is past the reply's end ({len(message.content)})")
         return read_persisted(
             self.session, message.id, cursor,
             subscribe=lambda: self.hub.subscribe(thread_channel(message.thread_id)),

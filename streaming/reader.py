@@ -39,7 +39,7 @@ ReadItem = Delta | Terminal | Idle
 
 
 class CursorError(ValueError):
-    """The cursor points past the end of a reply that can no longer grow."""
+    """The cursor points past the end of what the reply holds."""
 
 
 def persisted_text_after(session: Session, message: Message, cursor: int) -> str:
@@ -63,8 +63,6 @@ def persisted_text_after(session: Session, message: Message, cursor: int) -> str
 
 def read_live(generation: Generation, cursor: int, *, idle_s: float) -> Iterator[ReadItem]:
     """Every token of a generation in this worker after `cursor`, as it arrives."""
-    if cursor > generation.end:
-        raise CursorError(f"cursor {cursor} is past the reply's end ({generation.end})")
     while True:
         if cursor < generation.end:
             end = generation.end
@@ -103,9 +101,6 @@ def read_persisted(session_factory: Callable[[], Session], message_id: int, curs
                 message = session.get(Message, message_id)
                 if message is None:
                     return
-                if message.is_terminal and cursor > len(message.content):
-                    raise CursorError(
-                        f"cursor {cursor} is past the reply's end ({len(message.content)})")
                 text = persisted_text_after(session, message, cursor)
                 terminal = message.is_terminal
             if text:

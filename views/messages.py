@@ -109,8 +109,8 @@ def message_cancel(message_id: int):
     if message.role != "assistant":
         abort(400, description="Only a reply can be stopped.")
     if message.is_active:
-        generation = engine().local(message.id)
-        if engine().cancel(message.id):
+        generation = engine().cancel(message.id)
+        if generation is not None:
             # Answer with the stopped state, not a reply that still looks alive; hold no
             # connection while waiting (the writer may need one to save that state).
             db.session.close()

@@ -48,14 +48,12 @@ def message_stream(message_id: int):
         abort(400, description="Only a reply has a stream.")
     cursor = cursor_from_request()
     relay = engine()
-    if message.status == PENDING and cursor > len(message.content):
-        abort(400, description=f"cursor {cursor} is past the reply's end "
-                               f"({len(message.content)})")
-    if message.status == PENDING:
-        # The driver: whoever claims the reply generates it in this worker.
-        relay.claim_and_start(message.id)
-        db.session.refresh(message)
     try:
+        relay.check_cursor(message, cursor)  # before claiming: a bad request starts nothing
+        if message.status == PENDING:
+            # The driver: whoever claims the reply generates it in this worker.
+            relay.claim_and_start(message.id)
+            db.session.refresh(message)
         items = relay.read(message, cursor)
     except CursorError as err:
         abort(400, description=str(err))
@@ -68,17 +66,14 @@ def message_stream(message_id: int):
 
 def _events(items: Iterator) -> Iterator[str]:
     yield f"retry: {current_app.config['SSE_RETRY_MS']}\n" + comment("stream")
-    try:
-        for item in items:
-            if isinstance(item, Delta):
-                yield str(delta_event(item.text, item.end))
-            elif isinstance(item, Idle):
-                yield comment()
-            elif isinstance(item, Terminal):
-                yield str(_terminal_event(item.message_id))
-                return
-    except CursorError:
-        return  # the reply was rewritten under us; the client reconnects and asks again
+    for item in items:
+        if isinstance(item, Delta):
+            yield str(delta_event(item.text, item.end))
+        elif isinstance(item, Idle):
+            yield comment()
+        elif isinstance(item, Terminal):
+            yield str(_terminal_event(item.message_id))
+            return
 
 
 def _terminal_event(message_id: int) -> ServerSentEvent:
