@@ -9,7 +9,6 @@ browser, an htmx request or an API client would.
 from __future__ import annotations
 
 import datetime as dt
-from html.parser import HTMLParser
 
 import gevent
 import pytest
@@ -33,6 +32,7 @@ from models import (
 from streaming.history import CONTINUE_INSTRUCTION
 from streaming.sse import decode_delta
 from tests.conftest import JSON, csrf_of, decoded, new_thread, sse_events
+from tests.dom import Dom
 
 HTMX = {"HX-Request": "true"}
 PROMPT = "Explain resumable streams"
@@ -46,45 +46,6 @@ RESUMABLE = (ERROR, ABORTED, INTERRUPTED)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class Dom(HTMLParser):
-    """Elements with their attributes, and the text of every `.message-error`."""
-
-    def __init__(self, markup: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.errors: list[str] = []
-        self._error_depth = 0
-        self.feed(markup)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        self.elements.append((tag, attributes))
-        if self._error_depth:
-            self._error_depth += 1
-        elif "message-error" in (attributes.get("class") or "").split():
-            self._error_depth = 1
-            self.errors.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._error_depth:
-            self._error_depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self._error_depth:
-            self.errors[-1] += data
-
-    def find_all(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
-        wanted = {key.replace("_", "-"): value for key, value in attrs.items()}
-        return [a for t, a in self.elements
-                if t == tag and all(a.get(k) == v for k, v in wanted.items())]
-
-    def find(self, tag: str, **attrs: str) -> dict[str, str | None]:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
-        return found[0]
-
-
 def count(app, model) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(model))

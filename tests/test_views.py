@@ -8,7 +8,6 @@ the models where the stored state matters.
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 
 import pytest
 from sqlalchemy import func, select
@@ -18,59 +17,11 @@ from llm.demo import demo_reply
 from models import Message, StreamDelta, Thread, db
 from streaming.sse import decode_delta
 from tests.conftest import JSON, csrf_of, decoded, new_thread, send
+from tests.dom import Dom
 from views.markdown import render_markdown
 
 
 # -- helpers -----------------------------------------------------------------------------------
-class Dom(HTMLParser):
-    """The parts of a page or fragment the contract names: elements and message bodies."""
-
-    def __init__(self, markup: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.elements: list[tuple[str, dict[str, str | None]]] = []
-        self.bodies: dict[str, str] = {}  # message id -> decoded text of its .message-body
-        self._article: str | None = None
-        self._in_body = False
-        self.feed(markup)
-        self.close()
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        self.elements.append((tag, attributes))
-        classes = (attributes.get("class") or "").split()
-        if tag == "article" and "message" in classes:
-            self._article = attributes.get("data-message-id")
-        elif tag == "div" and "message-body" in classes and self._article is not None:
-            self._in_body = True
-            self.bodies[self._article] = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "div" and self._in_body:
-            self._in_body = False
-        elif tag == "article":
-            self._article = None
-
-    def handle_data(self, data: str) -> None:
-        if self._in_body and self._article is not None:
-            self.bodies[self._article] += data
-
-    def find_all(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
-        """Elements named `tag` whose attributes include `attrs` (underscores become dashes)."""
-        wanted = {key.replace("_", "-"): value for key, value in attrs.items()}
-        return [a for t, a in self.elements
-                if t == tag and all(a.get(k) == v for k, v in wanted.items())]
-
-    def find(self, tag: str, **attrs: str) -> dict[str, str | None]:
-        found = self.find_all(tag, **attrs)
-        assert len(found) == 1, f"expected one <{tag} {attrs}>, found {len(found)}"
-        return found[0]
-
-    @property
-    def articles(self) -> list[dict[str, str | None]]:
-        return [a for t, a in self.elements
-                if t == "article" and "message" in (a.get("class") or "").split()]
-
-
 def events_of(body: bytes) -> tuple[list[Event], SSEParser]:
     parser = SSEParser()
     return parser.feed(body), parser
