@@ -40,6 +40,18 @@ def app(tmp_path):
 
 
 @pytest.fixture
+def engine(tmp_path):
+    """A SQLite file with Relay's schema, outside any app; locks fail fast (0.2 s)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'engine.sqlite3'}",
+                           connect_args={"timeout": 0.2})
+    db.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

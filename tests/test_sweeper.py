@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 import pytest
-from sqlalchemy import create_engine, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import (
@@ -17,7 +17,6 @@ from models import (
     Message,
     StreamDelta,
     Thread,
-    db,
 )
 from streaming.sweeper import INTERRUPTED_REASON, Sweeper
 
@@ -28,15 +27,6 @@ UNCLAIMED_AFTER_S = 60.0
 
 def ago(seconds: float) -> dt.datetime:
     return NOW - dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'sweeper.sqlite3'}",
-                           connect_args={"timeout": 0.2})
-    db.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

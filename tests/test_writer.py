@@ -7,10 +7,10 @@ import sqlite3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import COMPLETE, STREAMING, Message, StreamDelta, Thread, db
+from models import COMPLETE, STREAMING, Message, StreamDelta, Thread
 from streaming.chunking import make_chunker
 from streaming.generation import Generation
 from streaming.hub import InProcessHub
@@ -26,15 +26,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path / 'writer.sqlite3'}",
-                           connect_args={"timeout": 0.2})
-    db.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
@@ -167,7 +158,7 @@ def test_completion_is_one_transaction_with_content_status_usage_and_no_deltas(e
         assert message.ttft_ms == 0 and message.duration_ms == 750
 
 
-def test_a_failed_flush_keeps_the_text_and_the_next_tick_writes_it(engine, tmp_path):
+def test_a_failed_flush_keeps_the_text_and_the_next_tick_writes_it(engine):
     clock = FakeClock()
     writer = make_writer(engine, clock)
     (mid,) = make_messages(engine, 1)
@@ -177,7 +168,7 @@ def test_a_failed_flush_keeps_the_text_and_the_next_tick_writes_it(engine, tmp_p
     writer.tick()
 
     # Another process holds SQLite's write lock: our commits fail ("database is locked").
-    blocker = sqlite3.connect(tmp_path / "writer.sqlite3")
+    blocker = sqlite3.connect(engine.url.database)
     blocker.execute("BEGIN IMMEDIATE")
     gen.append("during the outage ")
     assert writer.tick() is False
