@@ -10,13 +10,15 @@ from pathlib import Path
 
 from flask import Flask
 from flask_migrate import Migrate
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.orm import sessionmaker
 
 from config import Config
 from llm import make_provider
 from models import db
 from streaming.engine import ReplyEngine
-from streaming.hub import InProcessHub
+from streaming.hub import Hub, InProcessHub
+from streaming.watcher import DatabaseWatcher
 
 migrate = Migrate()
 
@@ -34,7 +36,7 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url(
         app.config.get("DATABASE_URL"), Path(app.instance_path))
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
-        **engine_options(app.config["SQLALCHEMY_DATABASE_URI"]),
+        **engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config),
         **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})}
 
     db.init_app(app)
@@ -50,7 +52,10 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
         _tune_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
     provider = app.config.get("PROVIDER") or make_provider(app.config)
-    app.extensions["relay"] = ReplyEngine(app, provider, InProcessHub(), db_engine=db_engine,
+    hub = app.config.get("HUB") or make_hub(
+        app.config, background_engine,
+        is_local=lambda message_id: app.extensions["relay"].local(message_id) is not None)
+    app.extensions["relay"] = ReplyEngine(app, provider, hub, db_engine=db_engine,
                                           background_engine=background_engine)
 
     from views import register_blueprints
@@ -72,17 +77,55 @@ def database_url(url: str | None, instance: Path) -> str:
     return url
 
 
-def engine_options(url: str) -> dict:
-    """Pool for requests: greenlets hold a connection for one short transaction at a time."""
+def engine_options(url: str, config) -> dict:
+    """Pool for requests: greenlets hold a connection for one short transaction at a time.
+
+    A server's connections are shared by every worker of every host, so its pool is
+    bounded (DB_POOL_SIZE + DB_MAX_OVERFLOW); a request waits DB_POOL_TIMEOUT_S for one,
+    then gets a 503. A SQLite connection is only a file handle.
+    """
     if url.startswith("sqlite"):
         return {"pool_size": 10, "max_overflow": 90, "pool_timeout": 30}
-    return {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_timeout": 30}
+    return {"pool_size": config["DB_POOL_SIZE"], "max_overflow": config["DB_MAX_OVERFLOW"],
+            "pool_timeout": config["DB_POOL_TIMEOUT_S"], "pool_pre_ping": True}
 
 
 def background_engine_options(url: str) -> dict:
-    """A small pool for the delta writer and the sweeper alone."""
-    options = {"pool_size": 2, "max_overflow": 2, "pool_timeout": 30}
-    return options if url.startswith("sqlite") else {**options, "pool_pre_ping": True}
+    """Two connections for the delta writer, the sweeper and the database watcher alone."""
+    if url.startswith("sqlite"):
+        return {"pool_size": 2, "max_overflow": 2, "pool_timeout": 30}
+    return {"pool_size": 2, "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True}
+
+
+def make_hub(config, background_engine, *, is_local) -> Hub:
+    """The fan-out backend the configuration asks for (HUB_BACKEND, REDIS_URL, DATABASE_URL)."""
+    url = config["SQLALCHEMY_DATABASE_URI"]
+    backend = config["HUB_BACKEND"]
+    if backend == "auto":
+        backend = "redis" if config.get("REDIS_URL") else \
+            "postgres" if url.startswith("postgresql") else "local"
+    watcher = DatabaseWatcher(sessionmaker(background_engine), lambda c, e: hub.deliver(c, e),
+                              lambda: hub.channels(),
+                              interval_s=config["WATCH_INTERVAL_MS"] / 1000, is_local=is_local)
+    if backend == "redis":
+        if not config.get("REDIS_URL"):
+            raise ValueError("HUB_BACKEND=redis needs REDIS_URL")
+        from streaming.hub_redis import RedisHub
+
+        hub = RedisHub(config["REDIS_URL"], watcher=watcher, prefix=config["HUB_PREFIX"])
+    elif backend == "postgres":
+        if not url.startswith("postgresql"):
+            raise ValueError("HUB_BACKEND=postgres needs a PostgreSQL DATABASE_URL")
+        from streaming.hub_postgres import PostgresHub
+
+        conninfo = make_url(url).set(drivername="postgresql").render_as_string(
+            hide_password=False)
+        hub = PostgresHub(conninfo, watcher=watcher, prefix=config["HUB_PREFIX"])
+    elif backend == "local":
+        hub = InProcessHub(watcher=watcher)
+    else:
+        raise ValueError(f"HUB_BACKEND must be auto, redis, postgres or local, not {backend!r}")
+    return hub
 
 
 def _tune_sqlite(engine, busy_timeout_ms: int) -> None:

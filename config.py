@@ -65,6 +65,19 @@ class Config:
     SSE_RETRY_MS = _int("SSE_RETRY_MS", 1000)
     # A follower that cannot see the live generation re-reads the database at least this often.
     RESUME_POLL_S = _float("RESUME_POLL_S", 1.0)
+    # Fan-out between workers: auto = Redis when REDIS_URL is set, else PostgreSQL
+    # LISTEN/NOTIFY on PostgreSQL, else in-process plus the database watcher (SQLite).
+    HUB_BACKEND = _env("HUB_BACKEND", "auto")  # auto | redis | postgres | local
+    HUB_PREFIX = _env("HUB_PREFIX", "relay:")  # channel prefix: deployments sharing a broker
+    # How often each worker's database watcher looks for changes from other workers (SQLite,
+    # or while the broker is away).
+    WATCH_INTERVAL_MS = _int("WATCH_INTERVAL_MS", 100)
+    WS_QUEUE_FRAMES = _int("WS_QUEUE_FRAMES", 64)  # a websocket this far behind is dropped
+    # PostgreSQL connections per worker: DB_POOL_SIZE + DB_MAX_OVERFLOW for requests, plus
+    # 2 for the writer and sweeper and 2 for the hub (docs/scaling.md sizes them).
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 5)
+    DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 5)
+    DB_POOL_TIMEOUT_S = _float("DB_POOL_TIMEOUT_S", 10.0)
 
     CANCEL_WAIT_S = _float("CANCEL_WAIT_S", 2.0)
     MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 32000)

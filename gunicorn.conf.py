@@ -4,7 +4,8 @@ import os
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gevent"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+# Every core by default: the hub keeps followers, stops and resumes right across workers.
+workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 1)
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))
 # Streams are long-lived; the gevent worker notifies the arbiter on its own greenlet.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))

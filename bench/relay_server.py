@@ -62,6 +62,32 @@ class RelayServer:
                              text=True).stdout
         return [int(pid) for pid in out.split()]
 
+    def worker_of(self, client_port: int) -> int | None:
+        """The worker pid that accepted the client connection from 127.0.0.1:`client_port`.
+
+        Workers share one listening socket, so the kernel picks; /proc tells which did:
+        the connection's socket inode (from /proc/net/tcp) is among that worker's fds.
+        """
+        inode = None
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if int(local.rsplit(":", 1)[1], 16) == self.port and \
+                        int(remote.rsplit(":", 1)[1], 16) == client_port:
+                    inode = fields[9]
+        if inode is None:
+            return None
+        for pid in self.worker_pids():
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if f"socket:[{inode}]" in links:
+                return pid
+        return None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

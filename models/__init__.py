@@ -61,7 +61,9 @@ def thread_channel(thread_id: int) -> str:
 class Message(db.Model):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_thread_id_id", "thread_id", "id"),
-                      Index("ix_messages_status_heartbeat", "status", "heartbeat_at"))
+                      Index("ix_messages_status_heartbeat", "status", "heartbeat_at"),
+                      # The database watcher finds what other workers changed by it.
+                      Index("ix_messages_updated_at", "updated_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))

@@ -8,12 +8,19 @@ from collections.abc import Callable, Iterator
 
 import gevent
 from flask import Flask
-from gevent.event import Event
+from gevent.event import Event as GeventEvent
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from llm import Provider
-from models import ACTIVE_STATUSES, INTERRUPTED, STREAMING, Message, thread_channel
+from models import (
+    ACTIVE_STATUSES,
+    INTERRUPTED,
+    STREAMING,
+    TERMINAL_STATUSES,
+    Message,
+    thread_channel,
+)
 
 from .chunking import make_chunker
 from .claim import claim_generation
@@ -25,7 +32,7 @@ from .generation import (
     run_generation,
 )
 from .history import build_history, continuation
-from .hub import InProcessHub
+from .hub import Event, Hub, Subscription
 from .reader import CursorError, ReadItem, persisted_text_after, read_live, read_persisted
 from .sweeper import Sweeper
 from .writer import DeltaWriter
@@ -41,7 +48,7 @@ class ReplyEngine:
     a constructor argument.
     """
 
-    def __init__(self, app: Flask, provider: Provider, hub: InProcessHub, *,
+    def __init__(self, app: Flask, provider: Provider, hub: Hub, *,
                  db_engine: Engine, background_engine: Engine | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         config = app.config
@@ -53,6 +60,8 @@ class ReplyEngine:
         self.hub = hub
         self.clock = clock
         self.generations: dict[int, Generation] = {}
+        # Per running reply, its thread's channel: a stop asked on any worker arrives here.
+        self._controls: dict[int, Subscription] = {}
         self.writer = DeltaWriter(
             background, hub,
             chunker=make_chunker(config["STREAM_CHUNKING"]),
@@ -63,7 +72,7 @@ class ReplyEngine:
             on_finalized=self._forget,
             on_cancel=self._cancel_local)
         self._headless: set[gevent.Greenlet] = set()
-        self.stopping = Event()  # set on shutdown: readers end so the worker can exit
+        self.stopping = GeventEvent()  # set on shutdown: readers end so the worker can exit
         stale_after = config["STALE_AFTER_S"]
         self.sweeper = Sweeper(
             background, stale_after_s=stale_after,
@@ -94,6 +103,10 @@ class ReplyEngine:
         generation = Generation(message.id, message.thread_id, prefix=message.content,
                                 clock=self.clock, on_first_text=self.writer.wake)
         self.generations[message.id] = generation
+        # No waiting for the broker to confirm: until it does, the database flag (read at
+        # every tick) still carries a stop.
+        self._controls[message.id] = self.hub.subscribe(
+            thread_channel(message.thread_id), on_event=self._on_control, wait=False)
         self.writer.add(generation)
         generation.greenlet = gevent.spawn(run_generation, generation, self.provider, history,
                                            self._generation_ended, retry=self.retry_policy)
@@ -120,10 +133,14 @@ class ReplyEngine:
 
     def _forget(self, generation: Generation) -> None:
         self.generations.pop(generation.message_id, None)
+        control = self._controls.pop(generation.message_id, None)
+        if control is not None:
+            control.close()
 
     # -- background work and shutdown -------------------------------------------------
     def start_background(self) -> None:
-        """Start this worker's sweeper (and writer); call once per worker process."""
+        """Start this worker's hub listener, sweeper and writer; once per worker process."""
+        self.hub.start()
         self.writer.ensure_running()
         self.sweeper.start()
 
@@ -151,6 +168,7 @@ class ReplyEngine:
                 log.error("message %s could not be saved before shutdown",
                           generation.message_id)
         self.writer.stop()
+        self.hub.stop()
         log.info("shutdown: %d replies ended as interrupted", len(generations))
 
     # -- stopping ---------------------------------------------------------------------
@@ -161,6 +179,29 @@ class ReplyEngine:
             return None
         self._cancel_local(generation)
         return generation
+
+    def request_stop(self, message: Message) -> None:
+        """Ask whichever worker or host runs `message` to stop it (the hub carries it)."""
+        self.hub.publish(thread_channel(message.thread_id),
+                         {"type": "cancel", "message": message.id})
+
+    def wait_for_end(self, subscription: Subscription, message_id: int,
+                     timeout: float) -> bool:
+        """Wait on `subscription` until `message_id` is reported ended; False on timeout."""
+        deadline = self.clock() + timeout
+        while (remaining := deadline - self.clock()) > 0:
+            event = subscription.get(timeout=remaining)
+            if event is not None and event.get("message") == message_id and \
+                    event.get("status") in TERMINAL_STATUSES:
+                return True
+        return False
+
+    def _on_control(self, event: Event) -> None:
+        if event.get("type") != "cancel":
+            return
+        generation = self.generations.get(event.get("message"))
+        if generation is not None and not generation.done:
+            self._cancel_local(generation)
 
     def _cancel_local(self, generation: Generation) -> None:
         generation.cancel_requested = True

@@ -1,30 +1,57 @@
-"""Fan-out of small change notices, one channel per thread.
+"""Fan-out of small change notices, one channel per thread: the Hub protocol and its
+in-process backend.
 
 Events carry offsets, never whole bodies: a subscriber that misses one loses nothing,
-because it re-reads what it lacks from the database (or the live generation).
+because it re-reads what it lacks from the database (or the live generation). Every
+backend fans out to the subscribers of its own worker through `InProcessHub`; the
+broker backends (`hub_redis`, `hub_postgres`) only carry events between workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from gevent.queue import Empty, Full, Queue
 
+log = logging.getLogger(__name__)
+
 Event = dict[str, Any]
+# Delivered to every local channel when events may have been missed (a broker came back):
+# subscribers re-read what they follow from the database.
+RESYNC: Event = {"type": "resync"}
+
+
+def concerns(event: Event, message_id: int) -> bool:
+    """Whether a reader of `message_id` should look again after `event`."""
+    return event.get("message") == message_id or event.get("type") == "resync"
 
 
 class Subscription:
-    """Events published on one channel after `subscribe`; close it (or use `with`) when done."""
+    """Events published on one channel after `subscribe`; close it (or use `with`) when done.
 
-    def __init__(self, hub: InProcessHub, channel: str, maxsize: int) -> None:
+    With `on_event`, each event is handed to that callback at once (it must not block)
+    instead of being queued for `get`.
+    """
+
+    def __init__(self, hub: InProcessHub, channel: str, maxsize: int,
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self.channel = channel
         self._hub = hub
         self._queue: Queue = Queue(maxsize=maxsize)
+        self._on_event = on_event
         self.dropped = 0
 
     def _offer(self, event: Event) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # one bad callback must not stop the others' delivery
+                log.exception("hub callback on %s failed", self.channel)
+            return
         try:
             self._queue.put_nowait(event)
         except Full:
@@ -48,23 +75,70 @@ class Subscription:
         self.close()
 
 
+class Hub(Protocol):
+    """What the engine, the writer and every reader use, whatever the backend."""
+
+    name: str
+
+    def publish(self, channel: str, event: Event) -> None: ...
+
+    def publish_many(self, events: Iterable[tuple[str, Event]]) -> None: ...
+
+    def subscribe(self, channel: str, *, on_event: Callable[[Event], None] | None = None,
+                  wait: bool = True) -> Subscription: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
 class InProcessHub:
-    """Publish/subscribe within one worker process (gevent queues); the default backend."""
+    """Publish/subscribe within one worker process (gevent queues).
+
+    Alone it is the backend for SQLite: a `DatabaseWatcher` (when given) publishes what
+    other workers on the same database change. The broker backends subclass it for their
+    local fan-out.
+    """
 
     name = "in-process"
 
-    def __init__(self, queue_size: int = 256) -> None:
+    def __init__(self, queue_size: int = 256, watcher: Any = None) -> None:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._queue_size = queue_size
+        self.watcher = watcher
 
+    # -- publishing -------------------------------------------------------------------
     def publish(self, channel: str, event: Event) -> None:
+        self.deliver(channel, event)
+
+    def publish_many(self, events: Iterable[tuple[str, Event]]) -> None:
+        for channel, event in events:
+            self.publish(channel, event)
+
+    def deliver(self, channel: str, event: Event) -> None:
+        """Hand `event` to this worker's subscribers of `channel`."""
         for subscription in list(self._subscribers.get(channel, ())):
             subscription._offer(event)
 
-    def subscribe(self, channel: str) -> Subscription:
-        subscription = Subscription(self, channel, self._queue_size)
+    def deliver_everywhere(self, event: Event) -> None:
+        for channel in self.channels():
+            self.deliver(channel, event)
+
+    # -- subscribing ------------------------------------------------------------------
+    def subscribe(self, channel: str, *, on_event: Callable[[Event], None] | None = None,
+                  wait: bool = True) -> Subscription:
+        subscription = Subscription(self, channel, self._queue_size, on_event)
+        first = channel not in self._subscribers
         self._subscribers[channel].add(subscription)
+        if first:
+            self._channel_added(channel, wait)
         return subscription
+
+    def channels(self) -> list[str]:
+        """Channels with at least one subscriber in this worker."""
+        return list(self._subscribers)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         if channel is not None:
@@ -79,6 +153,25 @@ class InProcessHub:
         if not subscribers:
             with contextlib.suppress(KeyError):
                 del self._subscribers[subscription.channel]
+            self._channel_removed(subscription.channel)
+
+    def _channel_added(self, channel: str, wait: bool) -> None:
+        """A channel got its first local subscriber (brokers start listening to it)."""
+
+    def _channel_removed(self, channel: str) -> None:
+        """A channel lost its last local subscriber."""
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start this worker's background work; call once per worker process."""
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
 
     def health(self) -> dict[str, Any]:
-        return {"backend": self.name, "ok": True, "subscribers": self.subscriber_count()}
+        return {"backend": self.name, "ok": True, "degraded": False,
+                "watcher": self.watcher is not None and self.watcher.running,
+                "channels": len(self._subscribers), "subscribers": self.subscriber_count()}

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gevent.event import Event as GeventEvent
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from models import Message, StreamDelta
 
 from .generation import Generation
-from .hub import Subscription
+from .hub import Subscription, concerns
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,12 +102,17 @@ def read_persisted(session_factory: Callable[[], Session], message_id: int, curs
             if generation is not None:
                 yield from read_live(generation, cursor, idle_s=idle_s)
                 return
-            with session_factory() as session:
-                message = session.get(Message, message_id)
-                if message is None:
-                    return
-                text = persisted_text_after(session, message, cursor)
-                terminal = message.is_terminal
+            try:
+                with session_factory() as session:
+                    message = session.get(Message, message_id)
+                    if message is None:
+                        return
+                    text = persisted_text_after(session, message, cursor)
+                    terminal = message.is_terminal
+            except (DBAPIError, PoolTimeout) as err:
+                # The database is briefly away: keep the stream open and look again.
+                log.info("reading message %s failed, retrying: %s", message_id, err)
+                text, terminal = "", False
             if text:
                 cursor += len(text)
                 last_sent = clock()
@@ -122,5 +132,5 @@ def _wait_for_message(subscription: Subscription, message_id: int, timeout: floa
     deadline = clock() + timeout
     while (remaining := deadline - clock()) > 0:
         event = subscription.get(timeout=remaining)
-        if event is None or event.get("message") == message_id:
+        if event is None or concerns(event, message_id):
             return

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from models import STREAMING, Message, StreamDelta, thread_channel, utcnow
 
 from .generation import Generation
-from .hub import InProcessHub
+from .hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class DeltaWriter:
     everything in memory and is retried on the next tick.
     """
 
-    def __init__(self, session_factory: Callable[[], Session], hub: InProcessHub, *,
+    def __init__(self, session_factory: Callable[[], Session], hub: Hub, *,
                  chunker: Callable[[str], int], throttle_s: float, max_lag_s: float,
                  heartbeat_s: float, clock: Callable[[], float],
                  on_finalized: Callable[[Generation], None] | None = None,
@@ -157,11 +157,12 @@ class DeltaWriter:
 
         self.stats.commits += 1
         self.stats.deltas += len(flushes)
+        events = []  # one publish for the whole tick: a broker hears one batch
         for gen, end, _ in flushes:
             gen.persisted_end = end
             gen.last_flush_at = gen.last_heartbeat_at = now
-            self._hub.publish(thread_channel(gen.thread_id),
-                              {"type": "persisted", "message": gen.message_id, "end": end})
+            events.append((thread_channel(gen.thread_id),
+                           {"type": "persisted", "message": gen.message_id, "end": end}))
         for gen in heartbeats:
             gen.last_heartbeat_at = now
         self._apply_cancels(cancelled)
@@ -170,11 +171,12 @@ class DeltaWriter:
             self.stats.finalized += 1
             gen.persisted_end = gen.end
             gen.finalized.set()
-            self._hub.publish(thread_channel(gen.thread_id),
-                              {"type": "persisted", "message": gen.message_id, "end": gen.end,
-                               "status": gen.status})
+            events.append((thread_channel(gen.thread_id),
+                           {"type": "persisted", "message": gen.message_id, "end": gen.end,
+                            "status": gen.status}))
             if self._on_finalized is not None:
                 self._on_finalized(gen)
+        self._hub.publish_many(events)
         return True
 
     def _apply_cancels(self, message_ids: set[int]) -> None:

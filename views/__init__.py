@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 
 from flask import Flask, current_app, jsonify, make_response, render_template, request
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.routing import BaseConverter
 
 from .access import register_access
+from .feeds import FollowerFeeds
 from .headers import register_security_headers
 from .limits import init_limits
 
@@ -49,10 +51,14 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(sockets.bp)
     sockets.init_sockets(app)
+    app.extensions["relay_feeds"] = FollowerFeeds(
+        app, app.extensions["relay"].hub, sockets.render_changes,
+        queue_frames=app.config["WS_QUEUE_FRAMES"])
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(time_ago, "ago")
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(OperationalError, _database_unavailable)
+    for error in (OperationalError, InterfaceError, PoolTimeout):
+        app.register_error_handler(error, _database_unavailable)
 
 
 def wants_json() -> bool:
@@ -66,13 +72,17 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _database_unavailable(err: OperationalError):
-    """A locked or unreachable database is a 503 the client may retry, never a traceback."""
+def _database_unavailable(err: Exception):
+    """A locked, unreachable or saturated database is a 503 the client may retry (with
+    Retry-After), never a traceback."""
     from models import db
 
-    db.session.rollback()
+    try:
+        db.session.rollback()
+    except Exception:  # the connection itself may be what failed
+        db.session.close()
     current_app.logger.warning("database unavailable for %s %s: %s", request.method,
-                               request.path, err.orig)
+                               request.path, getattr(err, "orig", None) or err)
     return _http_error(ServiceUnavailable(
         description="The database is busy or unreachable; try again in a moment.",
         retry_after=1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
@@ -12,7 +14,11 @@ bp = Blueprint("api", __name__)
 
 @bp.get("/healthz")
 def healthz():
-    """200 when the database answers; the hub's and the writer's state for operators."""
+    """200 when the database answers; the hub's and the writer's state for operators.
+
+    A degraded hub (its broker away, followers served through the database watcher) still
+    answers 200: every host sees the same broker, so taking hosts out would not help.
+    """
     relay = current_app.extensions["relay"]
     try:
         db.session.execute(text("SELECT 1"))
@@ -25,5 +31,7 @@ def healthz():
     ok = database["ok"] and hub["ok"]
     body = {"status": "ok" if ok else "degraded", "database": database, "hub": hub,
             "provider": {"name": relay.provider.name, "model": relay.provider.model},
+            "worker": os.getpid(),
+            "followers": current_app.extensions["relay_feeds"].stats(),
             **relay.health()}
     return jsonify(body), 200 if ok else 503

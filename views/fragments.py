@@ -27,13 +27,14 @@ def live_mode(mode: str, *, owner: bool) -> str | None:
 
 
 def render_message(message: Message, text: str, *, live: str | None = None, oob: bool = False,
-                   readonly: bool = False) -> str:
+                   readonly: bool = False, **context) -> str:
     return render_template("_message.html", message=message, text=text, live=live, oob=oob,
-                           readonly=readonly)
+                           readonly=readonly, **context)
 
 
 def render_new_messages_oob(thread: Thread, messages: list[Message], texts: dict[int, str],
-                            *, readonly: bool) -> str:
+                            *, readonly: bool, **context) -> str:
     """Messages a websocket follower has not seen, appended to its list."""
     return render_template("_messages_oob.html", thread=thread, messages=messages, texts=texts,
-                           readonly=readonly, live=None, has_more=False, follow="ws")
+                           readonly=readonly, live=None, has_more=False, follow="ws",
+                           **context)

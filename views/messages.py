@@ -117,22 +117,37 @@ def message_cancel(message_id: int):
             generation.finalized.wait(current_app.config["CANCEL_WAIT_S"])
             message = owned_message(message_id)
         else:
-            # Not generating here: a pending reply ends now; a streaming one elsewhere is
-            # stopped by its worker, which checks this flag at every flush.
-            db.session.execute(update(Message).where(Message.id == message.id,
-                                                     Message.status == PENDING)
-                               .values(status=ABORTED, updated_at=utcnow()))
-            db.session.execute(update(Message).where(Message.id == message.id,
-                                                     Message.status == STREAMING)
-                               .values(cancel_requested=True))
-            db.session.commit()
-            db.session.refresh(message)
+            _stop_elsewhere(message)
+            message = owned_message(message_id)
     if wants_json():
         return jsonify(message.to_json(engine().current_text(message, db.session))), 202
     if is_htmx():
         return render_message(message, engine().current_text(message, db.session),
                               live="sse")
     return redirect(url_for("pages.thread_show", thread_id=message.thread_id), code=303)
+
+
+def _stop_elsewhere(message: Message) -> None:
+    """Stop a reply this worker is not generating, and wait briefly for its stopped state.
+
+    A pending reply ends now. A streaming one is stopped by the worker or host that runs
+    it: the hub brings it the request at once; the database flag, read at every flush, is
+    the fallback when the hub is away.
+    """
+    relay = engine()
+    with relay.hub.subscribe(message.thread.channel) as subscription:
+        db.session.execute(update(Message).where(Message.id == message.id,
+                                                 Message.status == PENDING)
+                           .values(status=ABORTED, updated_at=utcnow()))
+        streaming = db.session.execute(update(Message).where(Message.id == message.id,
+                                                             Message.status == STREAMING)
+                                       .values(cancel_requested=True)).rowcount
+        db.session.commit()
+        if not streaming:
+            return
+        relay.request_stop(message)
+        db.session.close()  # hold no connection while the other worker saves the reply
+        relay.wait_for_end(subscription, message.id, current_app.config["CANCEL_WAIT_S"])
 
 
 RESUMABLE = (ERROR, ABORTED, INTERRUPTED)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, g, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request
 from flask_sock import Sock
 from sqlalchemy import select
 
-from models import ACTIVE_STATUSES, Message, db, thread_channel
-from streaming.hub import Subscription
+from models import ACTIVE_STATUSES, Message, Thread, db
+from streaming.hub import Event
 
 from .access import is_owner, readable_thread
 from .fragments import render_message, render_new_messages_oob
@@ -16,7 +16,6 @@ from .pages import engine
 sock = Sock()
 bp = Blueprint("sockets", __name__)
 RECEIVE_POLL_S = 1.0  # how often an idle handler notices a socket closed under it
-MAX_BATCH = 64
 
 
 @bp.before_request
@@ -33,30 +32,21 @@ def thread_socket(ws, thread_id: int) -> None:
     """Websocket: first frame is the thread's live state, then one fragment per change."""
     thread = g.thread
     readonly = not is_owner(thread)
-    relay = engine()
-    with relay.hub.subscribe(thread_channel(thread.id)) as subscription:
+    feeds = current_app.extensions["relay_feeds"]
+    with feeds.follow(thread.id, readonly, request.environ) as follower:
         frame = _state_frame(thread, readonly)
         db.session.close()  # a slow client must not hold a connection while we send
         ws.send(frame)
-        while ws.connected:
-            event = subscription.get(timeout=RECEIVE_POLL_S)
-            if event is None:
-                continue
-            frame = _changes_frame(thread, [event, *_drain(subscription)], readonly)
-            db.session.close()  # hold no connection while waiting for the next change
-            if frame:
+        while ws.connected and not follower.dropped:
+            frame = follower.next_frame(RECEIVE_POLL_S)
+            if frame is not None:
                 ws.send(frame)
+    if follower.dropped:
+        # Too far behind to catch up frame by frame: the page reconnects and starts afresh.
+        ws.close(reason=1013, message="Too far behind; reconnect.")
 
 
-def _drain(subscription: Subscription) -> list[dict]:
-    """Events already queued: a slow follower renders each changed message once, not per flush."""
-    events = []
-    while len(events) < MAX_BATCH and (event := subscription.get(timeout=0)) is not None:
-        events.append(event)
-    return events
-
-
-def _state_frame(thread, readonly: bool) -> str:
+def _state_frame(thread: Thread, readonly: bool) -> str:
     active = list(db.session.scalars(
         select(Message).where(Message.thread_id == thread.id,
                               Message.status.in_(ACTIVE_STATUSES)).order_by(Message.id)))
@@ -65,13 +55,34 @@ def _state_frame(thread, readonly: bool) -> str:
     return "\n".join(parts)
 
 
-def _changes_frame(thread, events: list[dict], readonly: bool) -> str:
+def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
+    """One frame for a batch of hub events: new messages appended, changed ones swapped.
+
+    Rendered once per worker for all followers of a kind, so it carries nothing of one
+    browser's session (forms take the CSRF token from the page's header).
+    """
+    try:
+        thread = db.session.get(Thread, thread_id)
+        if thread is None:
+            return ""
+        return _changes_frame(thread, events, readonly)
+    finally:
+        db.session.close()  # hold no connection while the frames are sent
+
+
+def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
     created: list[int] = []
     changed: list[int] = []
     for event in events:
-        if event.get("type") == "created":
+        kind = event.get("type")
+        if kind == "created":
             created += [i for i in event.get("messages", []) if i not in created]
-        elif "message" in event and event["message"] not in changed:
+        elif kind == "resync":  # events may have been lost: every active message again
+            changed += [m for m in db.session.scalars(
+                select(Message.id).where(Message.thread_id == thread.id,
+                                         Message.status.in_(ACTIVE_STATUSES)))
+                        if m not in changed]
+        elif kind != "cancel" and "message" in event and event["message"] not in changed:
             changed.append(event["message"])
     parts = []
     if created:
@@ -79,19 +90,24 @@ def _changes_frame(thread, events: list[dict], readonly: bool) -> str:
             select(Message).where(Message.id.in_(created), Message.thread_id == thread.id)
             .order_by(Message.id)))
         texts = {m.id: engine().current_text(m, db.session) for m in messages}
-        parts.append(render_new_messages_oob(thread, messages, texts, readonly=readonly))
+        parts.append(render_new_messages_oob(thread, messages, texts, readonly=readonly,
+                                             csrf_token=_no_token))
     for message_id in changed:
         if message_id in created:
             continue
         message = db.session.get(Message, message_id)
         if message is not None and message.thread_id == thread.id:
-            parts.append(_fragment(message, readonly))
+            parts.append(_fragment(message, readonly, csrf_token=_no_token))
     return "\n".join(parts)
 
 
-def _fragment(message: Message, readonly: bool) -> str:
+def _no_token() -> str:
+    return ""
+
+
+def _fragment(message: Message, readonly: bool, **context) -> str:
     return render_message(message, engine().current_text(message, db.session), oob=True,
-                          readonly=readonly)
+                          readonly=readonly, **context)
 
 
 def init_sockets(app) -> None:

@@ -1,0 +1,76 @@
+"""The PostgreSQL LISTEN/NOTIFY backend: many workers and hosts with no other server.
+
+One autocommit connection per worker listens; another publishes. Payloads are small JSON
+offsets (NOTIFY allows under 8,000 bytes), never text.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+from psycopg import sql
+
+from .hub_broker import BrokerHub, BrokerUnavailable
+from .watcher import DatabaseWatcher
+
+NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
+
+
+class PostgresHub(BrokerHub):
+    """Events travel as NOTIFY payloads on `<prefix>thread:<id>` channels."""
+
+    name = "postgres"
+
+    def __init__(self, conninfo: str, *, watcher: DatabaseWatcher | None,
+                 prefix: str = "relay:", connect_timeout_s: int = 5, **options) -> None:
+        super().__init__(watcher=watcher, prefix=prefix, **options)
+        self.conninfo = conninfo
+        self.connect_timeout_s = connect_timeout_s
+        self._listener: psycopg.Connection | None = None
+        self._publisher: psycopg.Connection | None = None
+        self._publish_lock = threading.Lock()  # a gevent lock once the worker is patched
+
+    def _open(self) -> psycopg.Connection:
+        return psycopg.connect(self.conninfo, autocommit=True,
+                               connect_timeout=self.connect_timeout_s,
+                               application_name="relay-hub")
+
+    def _connect(self) -> None:
+        self._listener = self._open()
+
+    def _close(self) -> None:
+        for name in ("_listener", "_publisher"):
+            conn = getattr(self, name)
+            setattr(self, name, None)
+            if conn is not None:
+                conn.close()
+
+    def _listen(self, add: set[str], remove: set[str]) -> None:
+        conn = self._require()
+        for name in remove:
+            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(name)))
+        for name in add:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))
+
+    def _receive(self, timeout: float) -> Iterator[tuple[str, str]]:
+        for notify in self._require().notifies(timeout=timeout):
+            yield notify.channel, notify.payload
+
+    def _send(self, items: list[tuple[str, str]]) -> None:
+        with self._publish_lock:
+            if self._publisher is None or self._publisher.closed:
+                self._publisher = self._open()
+            try:
+                self._publisher.execute(NOTIFY_MANY, ([n for n, _ in items],
+                                                      [p for _, p in items]))
+            except psycopg.Error:
+                conn, self._publisher = self._publisher, None
+                conn.close()
+                raise
+
+    def _require(self) -> psycopg.Connection:
+        if self._listener is None or self._listener.closed:
+            raise BrokerUnavailable("not connected")
+        return self._listener

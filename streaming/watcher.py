@@ -1,0 +1,108 @@
+"""The database watcher: what other workers changed, found by one query per interval.
+
+Several workers on one SQLite file share no broker, and a broker can be away: then each
+worker asks the database every `interval_s` which messages of the threads its own
+followers watch have changed, and publishes that to them locally. The cost is one cheap
+indexed query per worker per interval, whatever the number of followers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Collection
+
+import gevent
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Message, thread_channel, utcnow
+
+from .hub import Event
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "thread:"
+MAX_THREADS_PER_QUERY = 500
+
+
+class DatabaseWatcher:
+    """Publishes to this worker's subscribers the message rows changed since the last look.
+
+    Rows are found by `updated_at`, which every change of a message row bumps (a flush
+    refreshes the heartbeat in the same transaction as its deltas). Each look re-reads the
+    last `lookback_s` seconds, so a transaction that committed later than its timestamp is
+    still seen; a row already published at that `updated_at` is not published again.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session],
+                 deliver: Callable[[str, Event], None],
+                 channels: Callable[[], Collection[str]], *, interval_s: float,
+                 is_local: Callable[[int], bool] = lambda message_id: False,
+                 lookback_s: float = 2.0, now: Callable[[], dt.datetime] = utcnow) -> None:
+        self._session_factory = session_factory
+        self._deliver = deliver
+        self._channels = channels
+        self.interval_s = interval_s
+        self._is_local = is_local  # its own generations publish for themselves
+        self.lookback = dt.timedelta(seconds=lookback_s)
+        self._now = now
+        self._seen: dict[int, dt.datetime] = {}
+        self._greenlet: gevent.Greenlet | None = None
+        self.looks = 0
+
+    @property
+    def running(self) -> bool:
+        return self._greenlet is not None and not self._greenlet.dead
+
+    def start(self) -> None:
+        if not self.running:
+            self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def _run(self) -> None:
+        while True:
+            gevent.sleep(self.interval_s)
+            try:
+                self.look()
+            except Exception as err:  # the database may be away: look again next interval
+                log.warning("database watcher could not look for changes: %s", err)
+
+    def look(self) -> int:
+        """One look: publish every change not yet published; returns how many."""
+        threads = [int(c[len(CHANNEL_PREFIX):]) for c in self._channels()
+                   if c.startswith(CHANNEL_PREFIX)]
+        if not threads:
+            self._seen.clear()
+            return 0
+        self.looks += 1
+        now = self._now()
+        since = now - self.lookback
+        rows = []
+        with self._session_factory() as session:
+            for i in range(0, len(threads), MAX_THREADS_PER_QUERY):
+                rows += session.execute(
+                    select(Message.id, Message.thread_id, Message.status, Message.updated_at,
+                           Message.created_at)
+                    .where(Message.updated_at > since,
+                           Message.thread_id.in_(threads[i:i + MAX_THREADS_PER_QUERY]))
+                    .order_by(Message.id)).all()
+        published = 0
+        for message_id, thread_id, status, updated_at, created_at in rows:
+            previous = self._seen.get(message_id)
+            if previous is not None and previous >= updated_at:
+                continue
+            self._seen[message_id] = updated_at
+            if self._is_local(message_id):
+                continue
+            event = {"type": "persisted", "message": message_id, "status": status}
+            if previous is None and created_at > since:  # new, perhaps ended already too
+                event.update(type="created", messages=[message_id])
+            self._deliver(thread_channel(thread_id), event)
+            published += 1
+        self._seen = {k: v for k, v in self._seen.items() if v > since}
+        return published

@@ -1,0 +1,139 @@
+"""Websocket fan-out: each change of a thread is rendered once per worker, for every follower.
+
+A `ThreadFeed` exists while a thread has websocket followers in this worker. One greenlet
+listens to the thread's hub channel, renders each batch of changes once per kind of
+follower (owner, share viewer), and offers the same frame to every follower's bounded
+queue. A follower that falls a whole queue behind is dropped: its socket is closed, and
+the page reconnects and starts again from a fresh state frame, never holding back others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gevent
+from flask import Flask
+from gevent.queue import Empty, Full, Queue
+
+from models import thread_channel
+from streaming.hub import Event, Hub, Subscription
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64
+# What a feed keeps of the request that opened it: enough to build URLs, nothing personal.
+ENVIRON_KEYS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME",
+                "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PREFIX")
+
+# (thread id, events, readonly) -> the frame, or "" when nothing is worth sending
+Renderer = Callable[[int, list[Event], bool], str]
+
+
+class Follower:
+    """One websocket's queue of frames; `dropped` once it fell a whole queue behind."""
+
+    def __init__(self, readonly: bool, maxsize: int) -> None:
+        self.readonly = readonly
+        self._frames: Queue = Queue(maxsize=maxsize)
+        self.dropped = False
+
+    def offer(self, frame: str) -> None:
+        try:
+            self._frames.put_nowait(frame)
+        except Full:
+            self.dropped = True
+
+    def next_frame(self, timeout: float) -> str | None:
+        try:
+            return self._frames.get(timeout=timeout)
+        except Empty:
+            return None
+
+
+class ThreadFeed:
+    """The followers of one thread in this worker, and the greenlet that renders for them."""
+
+    def __init__(self, thread_id: int, subscription: Subscription, app: Flask,
+                 environ: dict[str, Any], render: Renderer) -> None:
+        self.thread_id = thread_id
+        self.followers: set[Follower] = set()
+        self.frames_rendered = 0
+        self._stopped = False
+        self._subscription = subscription
+        self._app = app
+        self._environ = environ
+        self._render = render
+        self._greenlet = gevent.spawn(self._run)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            event = self._subscription.get(timeout=1.0)
+            if event is None:
+                continue
+            events = [event]
+            while len(events) < MAX_BATCH and (more := self._subscription.get(timeout=0)):
+                events.append(more)
+            try:
+                self._fan_out(events)
+            except Exception:  # a failed render must not end the feed for everyone
+                log.exception("rendering changes of thread %s failed", self.thread_id)
+
+    def _fan_out(self, events: list[Event]) -> None:
+        kinds = {f.readonly for f in self.followers}
+        with self._app.request_context(dict(self._environ)):
+            frames = {readonly: self._render(self.thread_id, events, readonly)
+                      for readonly in kinds}
+        self.frames_rendered += len(frames)
+        for follower in list(self.followers):
+            frame = frames.get(follower.readonly)
+            if frame:
+                follower.offer(frame)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._subscription.close()
+        self._greenlet.kill(block=False)
+
+
+class FollowerFeeds:
+    """This worker's thread feeds; owned by the app (`app.extensions["relay_feeds"]`)."""
+
+    def __init__(self, app: Flask, hub: Hub, render: Renderer, *, queue_frames: int) -> None:
+        self._app = app
+        self._hub = hub
+        self._render = render
+        self.queue_frames = queue_frames
+        self._feeds: dict[int, ThreadFeed] = {}
+
+    @contextlib.contextmanager
+    def follow(self, thread_id: int, readonly: bool,
+               environ: dict[str, Any]) -> Iterator[Follower]:
+        """A follower of `thread_id`, subscribed before this returns; removed on exit."""
+        follower = Follower(readonly, self.queue_frames)
+        feed = self._feeds.get(thread_id)
+        if feed is None:
+            subscription = self._hub.subscribe(thread_channel(thread_id))
+            kept = {k: v for k, v in environ.items() if k in ENVIRON_KEYS}
+            # Subscribing may have waited for the broker: another follower may have come.
+            feed = self._feeds.get(thread_id)
+            if feed is None:
+                feed = self._feeds[thread_id] = ThreadFeed(
+                    thread_id, subscription, self._app,
+                    {**kept, "REQUEST_METHOD": "GET", "PATH_INFO": "/"}, self._render)
+            else:
+                subscription.close()
+        feed.followers.add(follower)
+        try:
+            yield follower
+        finally:
+            feed.followers.discard(follower)
+            if not feed.followers and self._feeds.get(thread_id) is feed:
+                del self._feeds[thread_id]
+                feed.stop()
+
+    def stats(self) -> dict[str, int]:
+        return {"threads": len(self._feeds),
+                "followers": sum(len(f.followers) for f in self._feeds.values())}
