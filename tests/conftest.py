@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from bench.sse_client import Event, SSEParser
 from config import TestConfig
 from models import db
 from streaming.sse import decode_delta
+from tests.services import NginxProxy, PostgresCluster, RedisServer, nginx_binary
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -130,6 +132,21 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """TEST_REDIS_URL, once it answers a PING (tests isolate themselves by channel prefix)."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        need_service("Redis", "TEST_REDIS_URL is not set")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as err:
+        need_service("Redis", f"cannot reach TEST_REDIS_URL ({err})")
+    return url
+
+
 # -- the model ---------------------------------------------------------------------------------
 class ScriptedUpstream(FakeUpstream):
     """The fake model, answering each prompt with the reply a test registered for it."""
@@ -206,3 +223,45 @@ def server_factory(tmp_path_factory, upstream):
 @pytest.fixture(scope="module")
 def server(server_factory) -> RelayServer:
     return server_factory()
+
+
+# -- more services: a private Redis, nginx in front, the PostgreSQL cluster --------------------
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A private redis-server on a free port for the module; tests may stop and restart it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        need_service("Redis", "redis-server is not installed")
+    redis = RedisServer(tmp_path_factory.mktemp("redis"), binary).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def nginx_factory(tmp_path_factory):
+    """Start nginx with deploy/nginx.conf in front of Relay servers; stopped after the module."""
+    binary = nginx_binary()
+    if binary is None:
+        need_service("nginx", "nginx is not installed")
+    started: list[NginxProxy] = []
+
+    def start(*servers: RelayServer) -> NginxProxy:
+        proxy = NginxProxy([s.base_url.removeprefix("http://") for s in servers],
+                           tmp_path_factory.mktemp("nginx"), binary)
+        started.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_cluster(postgres_url) -> Iterator[PostgresCluster]:
+    """The local cluster serving TEST_DATABASE_URL, for restart tests; left running."""
+    try:
+        cluster = PostgresCluster.serving(postgres_url)
+    except LookupError as err:
+        need_service("a restartable local PostgreSQL", str(err))
+    yield cluster
+    cluster.start()
