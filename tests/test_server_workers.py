@@ -3,23 +3,106 @@ generating the reply, which must then read it from the database, still exactly."
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
+import urllib.request
+import uuid
 
 import pytest
 
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reply
 
+from .test_server_followers import STATUS, open_socket
 from .test_server_streaming import TRICKY, terminal, wait_for
 
 pytestmark = pytest.mark.server
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+# Each hub backend with two workers: in-process plus the database watcher (SQLite),
+# PostgreSQL LISTEN/NOTIFY, and Redis pub/sub (on PostgreSQL).
+BACKENDS = {"sqlite": "in-process", "postgresql": "postgres", "redis": "redis"}
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
 def two_workers(request, server_factory):
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    return server_factory(url, workers=2)
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    env = {}
+    if request.param == "redis":
+        env = {"REDIS_URL": request.getfixturevalue("redis_url"),
+               "HUB_PREFIX": f"relay-test-{uuid.uuid4().hex[:8]}:"}
+    server = server_factory(url, workers=2, **env)
+    server.backend = BACKENDS[request.param]
+    return server
+
+
+def health_by_worker(server, samples: int = 40) -> dict[int, dict]:
+    """/healthz of each worker, asked on fresh connections until both have answered."""
+    seen: dict[int, dict] = {}
+    for _ in range(samples):
+        with urllib.request.urlopen(server.base_url + "/healthz", timeout=10) as resp:
+            health = json.loads(resp.read())
+        seen[health["worker"]] = health
+        if len(seen) == 2:
+            break
+    return seen
+
+
+def test_the_workers_run_the_configured_hub_backend(two_workers):
+    healths = health_by_worker(two_workers)
+    for health in healths.values():
+        assert health["hub"]["backend"] == two_workers.backend
+        assert health["hub"]["degraded"] is False
+
+
+def test_twelve_websocket_followers_on_both_workers_see_the_reply_live(two_workers, upstream):
+    owner = RelayClient(two_workers.base_url).open()
+    thread = owner.new_thread()
+    sockets, workers = [], []
+    # The kernel spreads connections over the workers as it likes: open followers until
+    # both workers have some (at least 12 in all).
+    while len(sockets) < 12 or len(set(workers)) < 2:
+        assert len(sockets) < 80, f"every follower landed on one worker: {workers}"
+        ws = open_socket(two_workers, owner, thread)
+        assert 'id="live-status"' in ws.recv()
+        sockets.append(ws)
+        workers.append(two_workers.worker_of(ws.sock.getsockname()[1]))
+    assert None not in workers
+
+    text = " ".join(f"live{i}" for i in range(80))
+    sent = owner.send(thread, upstream.script(Reply.words(text, token_delay_s=0.02)))
+    reply_id = str(sent["assistant_message"]["id"])
+    results: list[list[str]] = [[] for _ in sockets]
+    last_frames: list[str] = ["" for _ in sockets]
+
+    def follow(i: int, ws) -> None:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            frame = ws.recv()
+            statuses = [s for mid, s in STATUS.findall(frame) if mid == reply_id]
+            results[i] += statuses
+            if statuses:
+                last_frames[i] = frame
+            if "complete" in statuses:
+                return
+
+    followers = [threading.Thread(target=follow, args=(i, ws)) for i, ws in enumerate(sockets)]
+    for t in followers:
+        t.start()
+    for t in followers:
+        t.join(60)
+    for ws in sockets:
+        ws.close()
+    assert [r.count("streaming") >= 3 for r in results] == [True] * len(sockets), results
+    assert [r[-1] if r else None for r in results] == ["complete"] * len(sockets)
+    body = re.compile(r'class="message-body[^"]*">(.*?)</div>', re.S)
+    for frame in last_frames:
+        article = frame[frame.index(f'id="message-{reply_id}"'):]
+        shown = re.sub(r"<[^>]+>", "", body.search(article).group(1)).split()
+        assert shown == text.split()
+    assert terminal(owner, int(reply_id))["content"] == text
 
 
 def test_reconnects_across_workers_have_no_gap_or_duplicate(two_workers, upstream):
@@ -82,7 +165,12 @@ def test_stop_reaches_a_silent_model_whichever_worker_takes_it(two_workers, upst
         wait_for(lambda rid=reply_id: browser.message(rid)["status"] == "streaming", 10)
     started = time.monotonic()
     for reply_id, _, _ in replies:
-        assert browser.post_json(f"/messages/{reply_id}/cancel").status == 202
+        asked = time.monotonic()
+        answer = browser.post_json(f"/messages/{reply_id}/cancel")
+        assert answer.status == 202
+        # Whichever worker took the request, the answer is the stopped state.
+        assert answer.json()["status"] == "aborted"
+        assert time.monotonic() - asked < 2
     for reply_id, conn, prompt in replies:
         assert read_reply(conn)[:2] == ("", "aborted")
         assert browser.message(reply_id)["status"] == "aborted"
