@@ -175,6 +175,39 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def connection_owners(pids: Iterable[int], port: int) -> dict[int, int]:
+    """Which of `pids` holds the server end of each TCP connection to local `port`.
+
+    Keyed by the client's port: a connection's socket inode (/proc/net/tcp, tcp6) is among
+    the owner's descriptors. One pass over each table, so thousands of connections are cheap.
+    """
+    owner_of: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        owner_of[link[8:-1]] = pid
+    owners = {}
+    for table_name in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/net/{table_name}") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == port and inode in owner_of:
+                    owners[int(remote.rsplit(":", 1)[1], 16)] = owner_of[inode]
+    return owners
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Run every thread of `pid` on `cpus` only (threads and children it starts inherit it)."""
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task), cpus)
+
+
 def raise_fd_limit(wanted: int) -> tuple[int, int]:
     """Raise the soft open-files limit (inherited by the servers we start) towards `wanted`."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -371,15 +404,18 @@ class Rig:
         """Start `fake`, then Relay against it with `settings` (None: Relay's default)."""
         self.fake = fake
         fake.start()
-        env = {"CHAT_PROVIDER": "openai", "OPENAI_BASE_URL": fake.url,
-               "OPENAI_API_KEY": "bench", "SECRET_KEY": "bench",
-               "DATABASE_URL": f"sqlite:///{self.db_path}",
-               "WEB_CONCURRENCY": "1", "ACCESS_LOG": "",
-               "WORKER_CONNECTIONS": str(self.args.worker_connections),
-               **{name: str(value) for name, value in settings.items() if value is not None}}
-        self.server = RelayServer(env, self.workdir, workers=1)
+        self.server = RelayServer(self.server_env(fake, **settings), self.workdir, workers=1)
         self.server.start()
         self.worker_pid = self.single_worker()
+
+    def server_env(self, fake: FakeUpstreamProcess, **settings: object) -> dict[str, str]:
+        """Relay's environment against `fake`, SQLite in the temp dir, plus `settings`."""
+        return {"CHAT_PROVIDER": "openai", "OPENAI_BASE_URL": fake.url,
+                "OPENAI_API_KEY": "bench", "SECRET_KEY": "bench",
+                "DATABASE_URL": f"sqlite:///{self.db_path}",
+                "ACCESS_LOG": "",
+                "WORKER_CONNECTIONS": str(self.args.worker_connections),
+                **{name: str(value) for name, value in settings.items() if value is not None}}
 
     def single_worker(self) -> int:
         """The pid of gunicorn's one worker."""
