@@ -147,21 +147,6 @@ def redis_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """TEST_REDIS_URL, once it answers a PING (tests isolate themselves by channel prefix)."""
-    url = os.environ.get("TEST_REDIS_URL")
-    if not url:
-        need_service("Redis", "TEST_REDIS_URL is not set")
-    import redis
-
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
-    except redis.RedisError as err:
-        need_service("Redis", f"cannot reach TEST_REDIS_URL ({err})")
-    return url
-
-
 # -- the model ---------------------------------------------------------------------------------
 class ScriptedUpstream(FakeUpstream):
     """The fake model, answering each prompt with the reply a test registered for it."""
