@@ -721,7 +721,8 @@ def render(settings: dict[str, Any], results: list[dict[str, Any]],
         host_line(settings),
     ]
     for name, s in servers.items():
-        lines.append(f"  {name}: database {s['database']}, hub {s['hub']}")
+        lines.append(f"  {name}: database {s['database']}, hub {s['hub']}"
+                     + (f"; STOPPED: {s['error']}" if s.get("error") else ""))
     lines += ["", "Lag: fake's send time of token i -> token i in a follower's text, "
               "median / p99 in ms (x = ratio to the driver's SSE lag of the same batch)"]
     T = settings["tokens"]
@@ -856,10 +857,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{backend}: F={n} ...", flush=True)
                         results.append(bench.run_batch(backend, n, f"{backend} F={n}"))
             except (BenchError, ImportError, OSError, RuntimeError) as err:
-                # A service or its client is missing: say so and go on with the next backend.
-                servers[backend] = {"database": "-",
-                                    "hub": f"not measured: {type(err).__name__}: {err}"}
-                print(f"{backend}: not measured: {type(err).__name__}: {err}", flush=True)
+                # A service or its client is missing (or went away): say so, go on.
+                entry = servers.setdefault(backend, {"database": "-", "hub": "-"})
+                entry["error"] = f"{type(err).__name__}: {err}"
+                print(f"{backend}: stopped: {entry['error']}", flush=True)
 
     status = run(bench, measure)
     settings.setdefault("pinning", "not pinned")
@@ -873,7 +874,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, {"settings": settings, "servers": servers, "batches": results,
                                "gunicorn_logs": {k: scan_log(v, ())[0]
                                                  for k, v in bench.logs.items()}})
-    if status == 0 and any(r["problems"] for r in results):
+    stopped = any(s.get("error") for s in servers.values())
+    if status == 0 and (stopped or any(r["problems"] for r in results)):
         status = 2
     return status
 
