@@ -12,26 +12,9 @@ from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient
 
 from .test_server_streaming import terminal, wait_for
-from .test_two_hosts import Driver, Follower, words
+from .test_two_hosts import Driver, Follower, every_worker, words
 
 pytestmark = pytest.mark.server
-
-
-def hubs_by_worker(server, samples: int = 40) -> dict[int, dict]:
-    """/healthz's hub of each worker, asked on fresh connections until both have answered."""
-    client = RelayClient(server.base_url)
-    seen: dict[int, dict] = {}
-    for _ in range(samples):
-        health = client.get_json("/healthz").json()
-        seen[health["worker"]] = health["hub"]
-        if len(seen) == len(server.worker_pids()):
-            break
-    return seen
-
-
-def every_worker(server, predicate) -> bool:
-    hubs = hubs_by_worker(server)
-    return len(hubs) == 2 and all(predicate(hub) for hub in hubs.values())
 
 
 def followers_on_both_workers(server, owner: RelayClient, thread: int,
@@ -67,7 +50,9 @@ def start_reply(server, upstream, text: str):
 def test_redis_restarted_mid_reply_followers_get_it_all_and_the_hub_recovers(
         server_factory, redis_server, upstream):
     relay = server_factory(workers=2, REDIS_URL=redis_server.url())
-    assert every_worker(relay, lambda hub: hub["backend"] == "redis" and not hub["degraded"])
+    # A worker that has just booted may still be connecting its hub.
+    wait_for(lambda: every_worker(relay, lambda hub: hub["backend"] == "redis"
+                                  and not hub["degraded"]), timeout=20, interval=0.2)
     text = words(600, "redis")  # about 12 s of model output
     owner, reply_id, followers, driver = start_reply(relay, upstream, text)
     wait_for(lambda: all(f.streaming_updates() >= 2 for f in followers), timeout=15)
@@ -101,7 +86,8 @@ def test_redis_restarted_mid_reply_followers_get_it_all_and_the_hub_recovers(
 def test_postgres_restarted_mid_reply_loses_nothing_and_followers_recover(
         server_factory, postgres_url, postgres_cluster, upstream):
     relay = server_factory(postgres_url, workers=2, REDIS_URL="")  # LISTEN/NOTIFY hub
-    assert every_worker(relay, lambda hub: hub["backend"] == "postgres" and not hub["degraded"])
+    wait_for(lambda: every_worker(relay, lambda hub: hub["backend"] == "postgres"
+                                  and not hub["degraded"]), timeout=20, interval=0.2)
     text = words(600, "pg")
     owner, reply_id, followers, driver = start_reply(relay, upstream, text)
     wait_for(lambda: all(f.streaming_updates() >= 2 for f in followers), timeout=15)
