@@ -146,6 +146,7 @@ class BrokerHub(InProcessHub):
                         self._sync()
                     for name, payload in self._receive(self.poll_s):
                         self._dispatch(name, payload)
+                    gevent.sleep(0)  # let others run even where sockets are not cooperative
             except gevent.GreenletExit:
                 raise
             except Exception as err:
