@@ -47,7 +47,7 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     # connections (many at once) must never keep a reply from being saved.
     background_engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"],
                                       **background_engine_options(
-                                          app.config["SQLALCHEMY_DATABASE_URI"]))
+                                          app.config["SQLALCHEMY_DATABASE_URI"], app.config))
     for engine in (db_engine, background_engine):
         _tune_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
@@ -86,15 +86,19 @@ def engine_options(url: str, config) -> dict:
     """
     if url.startswith("sqlite"):
         return {"pool_size": 10, "max_overflow": 90, "pool_timeout": 30}
-    return {"pool_size": config["DB_POOL_SIZE"], "max_overflow": config["DB_MAX_OVERFLOW"],
-            "pool_timeout": config["DB_POOL_TIMEOUT_S"], "pool_pre_ping": True}
+    options = {"pool_size": config["DB_POOL_SIZE"], "max_overflow": config["DB_MAX_OVERFLOW"],
+               "pool_timeout": config["DB_POOL_TIMEOUT_S"], "pool_pre_ping": True}
+    if not config["DB_PREPARED_STATEMENTS"]:  # PgBouncer in transaction mode
+        options["connect_args"] = {"prepare_threshold": None}
+    return options
 
 
-def background_engine_options(url: str) -> dict:
+def background_engine_options(url: str, config) -> dict:
     """Two connections for the delta writer, the sweeper and the database watcher alone."""
     if url.startswith("sqlite"):
         return {"pool_size": 2, "max_overflow": 2, "pool_timeout": 30}
-    return {"pool_size": 2, "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True}
+    return {"pool_size": 2, "max_overflow": 0, "pool_timeout": 30, "pool_pre_ping": True,
+            **{k: v for k, v in engine_options(url, config).items() if k == "connect_args"}}
 
 
 def make_hub(config, background_engine, *, is_local) -> Hub:
@@ -118,7 +122,9 @@ def make_hub(config, background_engine, *, is_local) -> Hub:
             raise ValueError("HUB_BACKEND=postgres needs a PostgreSQL DATABASE_URL")
         from streaming.hub_postgres import PostgresHub
 
-        conninfo = make_url(url).set(drivername="postgresql").render_as_string(
+        listen_url = database_url(config.get("HUB_DATABASE_URL"), Path()) \
+            if config.get("HUB_DATABASE_URL") else url
+        conninfo = make_url(listen_url).set(drivername="postgresql").render_as_string(
             hide_password=False)
         hub = PostgresHub(conninfo, watcher=watcher, prefix=config["HUB_PREFIX"])
     elif backend == "local":

@@ -78,6 +78,10 @@ class Config:
     DB_POOL_SIZE = _int("DB_POOL_SIZE", 5)
     DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 5)
     DB_POOL_TIMEOUT_S = _float("DB_POOL_TIMEOUT_S", 10.0)
+    # Behind PgBouncer in transaction mode: no server-side prepared statements, and the
+    # hub's LISTEN connection goes straight to PostgreSQL (or use Redis).
+    DB_PREPARED_STATEMENTS = _env("DB_PREPARED_STATEMENTS", "on") != "off"
+    HUB_DATABASE_URL = _env("HUB_DATABASE_URL")  # default: DATABASE_URL
 
     CANCEL_WAIT_S = _float("CANCEL_WAIT_S", 2.0)
     MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 32000)
