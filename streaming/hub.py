@@ -133,7 +133,9 @@ class InProcessHub:
         first = channel not in self._subscribers
         self._subscribers[channel].add(subscription)
         if first:
-            self._channel_added(channel, wait)
+            self._channel_added(channel)
+        if wait:
+            self._await_listening(channel)
         return subscription
 
     def channels(self) -> list[str]:
@@ -155,8 +157,11 @@ class InProcessHub:
                 del self._subscribers[subscription.channel]
             self._channel_removed(subscription.channel)
 
-    def _channel_added(self, channel: str, wait: bool) -> None:
+    def _channel_added(self, channel: str) -> None:
         """A channel got its first local subscriber (brokers start listening to it)."""
+
+    def _await_listening(self, channel: str) -> None:
+        """Return once events published on `channel` from anywhere reach this worker."""
 
     def _channel_removed(self, channel: str) -> None:
         """A channel lost its last local subscriber."""

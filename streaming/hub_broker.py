@@ -92,14 +92,17 @@ class BrokerHub(InProcessHub):
             self.deliver(channel, event)
 
     # -- subscribing ------------------------------------------------------------------
-    def _channel_added(self, channel: str, wait: bool) -> None:
-        ready = self._ready.setdefault(channel, GeventEvent())
+    def _channel_added(self, channel: str) -> None:
+        self._ready.setdefault(channel, GeventEvent())
         self._dirty.set()
+
+    def _await_listening(self, channel: str) -> None:
         # Listening before the caller reads the database means no change falls between.
-        if wait and not self.degraded and self._greenlet is not None and \
-                not ready.wait(self.ready_timeout_s):
-            log.warning("hub: listening to %s took over %.1f s", channel,
-                        self.ready_timeout_s)
+        ready = self._ready.get(channel)
+        if ready is None or self.degraded or self._greenlet is None:
+            return
+        if not ready.wait(self.ready_timeout_s):
+            log.warning("hub: listening to %s took over %.1f s", channel, self.ready_timeout_s)
 
     def _channel_removed(self, channel: str) -> None:
         self._ready.pop(channel, None)
