@@ -545,3 +545,26 @@ def test_the_api_key_never_appears_in_any_page_fragment_json_or_stream(keyed_app
         assert CANARY.encode() not in response.get_data(), response.request.path
         assert CANARY not in str(response.headers)
     assert CANARY not in str(dict(client.get("/").headers))
+
+
+def test_a_database_gone_at_the_end_of_a_stream_ends_it_for_a_reconnect_not_a_traceback(
+        app, client, thread_id, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import views.stream
+
+    reply_id = add_reply(app, thread_id, "complete", content="All of it.")
+
+    def unreachable(message_id):
+        raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(views.stream, "_terminal_event", unreachable)
+    response = client.get(f"/messages/{reply_id}/stream")
+    assert response.status_code == 200
+    events = sse_events(response.data)
+    assert decoded(events) == "All of it."
+    assert [e.event for e in events if e.event != "delta"] == []  # no end: the client retries
+    monkeypatch.undo()
+    again = sse_events(client.get(f"/messages/{reply_id}/stream",
+                                  headers={"Last-Event-ID": "10"}).data)
+    assert [e.event for e in again] == ["done"]

@@ -12,6 +12,8 @@ from flask import (
     request,
     stream_with_context,
 )
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models import PENDING, Message, db
 from streaming.reader import CursorError, Delta, Idle, Terminal
@@ -72,7 +74,16 @@ def _events(items: Iterator) -> Iterator[str]:
         elif isinstance(item, Idle):
             yield comment()
         elif isinstance(item, Terminal):
-            yield str(_terminal_event(item.message_id))
+            try:
+                terminal = _terminal_event(item.message_id)
+            except (DBAPIError, PoolTimeout) as err:
+                # The database is away for a moment: end the stream; the browser reconnects
+                # with its Last-Event-ID and gets the end then, with nothing missed.
+                current_app.logger.warning("stream of message %s ended early: %s",
+                                           item.message_id, err)
+                db.session.rollback()
+                return
+            yield str(terminal)
             return
 
 
