@@ -77,7 +77,7 @@ class Config:
     # 2 for the writer and sweeper and 2 for the hub (docs/scaling.md sizes them).
     DB_POOL_SIZE = _int("DB_POOL_SIZE", 5)
     DB_MAX_OVERFLOW = _int("DB_MAX_OVERFLOW", 5)
-    DB_POOL_TIMEOUT_S = _float("DB_POOL_TIMEOUT_S", 10.0)
+    DB_POOL_TIMEOUT_S = _float("DB_POOL_TIMEOUT_S", 30.0)  # a burst queues, then 503
     # Behind PgBouncer in transaction mode: no server-side prepared statements, and the
     # hub's LISTEN connection goes straight to PostgreSQL (or use Redis).
     DB_PREPARED_STATEMENTS = _env("DB_PREPARED_STATEMENTS", "on") != "off"

@@ -10,6 +10,8 @@ import gevent
 from flask import Flask
 from gevent.event import Event as GeventEvent
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from llm import Provider
@@ -38,6 +40,8 @@ from .sweeper import Sweeper
 from .writer import DeltaWriter
 
 log = logging.getLogger(__name__)
+
+HEADLESS_ATTEMPTS = 5
 
 
 class ReplyEngine:
@@ -114,17 +118,27 @@ class ReplyEngine:
                          {"type": "started", "message": message.id, "end": generation.end})
         return generation
 
-    def schedule_headless(self, message_id: int, delay_s: float | None = None) -> None:
+    def schedule_headless(self, message_id: int, delay_s: float | None = None,
+                          attempt: int = 1) -> None:
         """Start the reply here after the driver's grace period if no tab has claimed it."""
         delay = self.app.config["DRIVER_GRACE_MS"] / 1000 if delay_s is None else delay_s
-        greenlet = gevent.spawn_later(delay, self._headless_start, message_id)
+        greenlet = gevent.spawn_later(delay, self._headless_start, message_id, attempt)
         self._headless.add(greenlet)
         greenlet.link(self._headless.discard)
 
-    def _headless_start(self, message_id: int) -> None:
+    def _headless_start(self, message_id: int, attempt: int = 1) -> None:
         try:
             if self.claim_and_start(message_id) is not None:
                 log.info("message %s had no driver; generating it headless", message_id)
+        except (DBAPIError, PoolTimeout) as err:
+            # The database is away or saturated for a moment: try again soon rather than
+            # leave the reply to the sweeper's much later look.
+            if attempt >= HEADLESS_ATTEMPTS or self.stopping.is_set():
+                log.error("headless start of message %s failed %d times: %s", message_id,
+                          attempt, err)
+                return
+            log.warning("headless start of message %s failed, retrying: %s", message_id, err)
+            self.schedule_headless(message_id, 0.5 * 2 ** (attempt - 1), attempt + 1)
         except Exception:
             log.exception("headless start of message %s failed", message_id)
 

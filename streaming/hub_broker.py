@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -22,6 +23,8 @@ from .hub import RESYNC, Event, InProcessHub
 from .watcher import DatabaseWatcher
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 500  # events per broker round trip
 
 
 class BrokerUnavailable(Exception):
@@ -50,6 +53,10 @@ class BrokerHub(InProcessHub):
         self._ready: dict[str, GeventEvent] = {}
         self._dirty = GeventEvent()
         self._greenlet: gevent.Greenlet | None = None
+        self.batches = 0
+        self._outbox: deque[tuple[str, Event]] = deque()
+        self._outbox_ready = GeventEvent()
+        self._sender: gevent.Greenlet | None = None
 
     # -- what subclasses implement ----------------------------------------------------
     def _connect(self) -> None:
@@ -75,17 +82,43 @@ class BrokerHub(InProcessHub):
         self.publish_many([(channel, event)])
 
     def publish_many(self, events: Iterable[tuple[str, Event]]) -> None:
-        events = list(events)
-        if not events:
+        """Queue events for the broker; never waits on it.
+
+        One greenlet sends whatever has queued meanwhile as one batch (one round trip, one
+        NOTIFY transaction), in order, so no request or writer tick waits for the broker.
+        """
+        if self.degraded:
+            self._deliver_here(events)
             return
-        if not self.degraded:
+        self._outbox.extend(events)
+        self._outbox_ready.set()
+        if self._sender is None or self._sender.dead:
+            self._sender = gevent.spawn(self._send_loop)
+
+    def _send_loop(self) -> None:
+        while True:
+            self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every queued event now (the broker away: deliver them here)."""
+        while self._outbox:
+            batch = [self._outbox.popleft()
+                     for _ in range(min(len(self._outbox), MAX_BATCH))]
+            if self.degraded:
+                self._deliver_here(batch)
+                continue
             try:
                 self._send([(self.prefix + c, json.dumps(e, separators=(",", ":")))
-                            for c, e in events])
-                self.published += len(events)
-                return
+                            for c, e in batch])
+                self.published += len(batch)
+                self.batches += 1
             except Exception as err:
                 self._degrade(err)
+                self._deliver_here(batch)
+
+    def _deliver_here(self, events: Iterable[tuple[str, Event]]) -> None:
         # The broker is away: this worker's own subscribers still hear it; other workers
         # learn of the change from their database watchers.
         for channel, event in events:
@@ -126,6 +159,10 @@ class BrokerHub(InProcessHub):
             self._greenlet = gevent.spawn(self._run)
 
     def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.kill(block=False)
+            self._sender = None
+        self.flush()  # the last events (replies just ended) still reach the others
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
             self._greenlet = None
@@ -199,4 +236,5 @@ class BrokerHub(InProcessHub):
         return {**super().health(), "ok": True, "degraded": self.degraded,
                 "error": self.last_error if self.degraded else None,
                 "reconnects": self.reconnects, "received": self.received,
-                "published": self.published}
+                "published": self.published, "batches": self.batches,
+                "queued": len(self._outbox)}

@@ -15,7 +15,10 @@ from psycopg import sql
 from .hub_broker import BrokerHub, BrokerUnavailable
 from .watcher import DatabaseWatcher
 
-NOTIFY_MANY = "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS t(c, p)"
+# One transaction for a batch. It need not wait for its WAL flush (synchronous_commit off
+# for this transaction only): events are wake-ups that the rows themselves back.
+NOTIFY_MANY = ("SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p) "
+               "FROM unnest(%s::text[], %s::text[]) AS t(c, p)")
 
 
 class PostgresHub(BrokerHub):

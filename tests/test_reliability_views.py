@@ -9,6 +9,7 @@ browser, an htmx request or an API client would.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import gevent
 import pytest
@@ -568,3 +569,25 @@ def test_a_database_gone_at_the_end_of_a_stream_ends_it_for_a_reconnect_not_a_tr
     again = sse_events(client.get(f"/messages/{reply_id}/stream",
                                   headers={"Last-Event-ID": "10"}).data)
     assert [e.event for e in again] == ["done"]
+
+
+def test_a_headless_start_that_finds_the_database_saturated_tries_again(app, monkeypatch):
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    relay = app.extensions["relay"]
+    attempts = []
+
+    def claim(message_id):
+        attempts.append(message_id)
+        if len(attempts) < 3:
+            raise PoolTimeout("QueuePool limit reached")
+        return None
+
+    monkeypatch.setattr(relay, "claim_and_start", claim)
+    relay.schedule_headless(42, 0)
+    deadline = time.monotonic() + 10
+    while len(attempts) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    assert attempts == [42, 42, 42]
+    gevent.sleep(0.1)
+    assert not relay._headless  # succeeded (claimed elsewhere): nothing left scheduled
