@@ -386,9 +386,23 @@ class Bench(Rig):
                 self.redis.flushdb()
                 self.redis.close()
             self.redis = None
-        if self.backend_db is not None and self.pg is not None:
-            with contextlib.suppress(Exception):
-                self.pg.execute(f'DROP DATABASE IF EXISTS "{self.backend_db}" WITH (FORCE)')
+        if self.backend_db is not None:
+            import psycopg
+
+            for attempt in range(3):  # PostgreSQL may have restarted under us: reconnect
+                try:
+                    if self.pg is None or self.pg.closed:
+                        self.pg = psycopg.connect(self.args.pg_url, autocommit=True,
+                                                  connect_timeout=5)
+                    self.pg.execute(f'DROP DATABASE IF EXISTS "{self.backend_db}" WITH (FORCE)')
+                    break
+                except psycopg.Error as err:
+                    with contextlib.suppress(Exception):
+                        self.pg.close()
+                    if attempt == 2:
+                        print(f"could not drop database {self.backend_db}: {err}",
+                              file=sys.stderr, flush=True)
+                    time.sleep(1.0)
             self.backend_db = None
 
     def unblock(self) -> None:
