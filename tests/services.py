@@ -6,6 +6,8 @@ skip and when it is a failure.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import pwd
 import re
@@ -41,6 +43,18 @@ def _accepts(port: int) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: a SIGTERM when the test process dies, even if killed.
+
+    Without it a test run cut short (a timeout, a kill) leaves its servers running.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError, TypeError):
+        pass  # not Linux: the fixtures' teardown stops them as usual
+
+
 def _stop_process(process: subprocess.Popen, sig: int, timeout: float = 10.0) -> None:
     if process.poll() is not None:
         return
@@ -74,7 +88,8 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                  "--appendonly", "no", "--dir", str(self.workdir)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
         try:
             _wait(lambda: self.process.poll() is None and self.ping(), timeout,
                   f"redis-server on port {self.port} did not answer PING")
@@ -181,7 +196,7 @@ class NginxProxy:
             raise RuntimeError(f"nginx refused the configuration:\n{checked.stderr}")
         with open(self.workdir / "stderr.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=_die_with_parent)
         try:
             _wait(lambda: self.process.poll() is None and _accepts(self.port), timeout,
                   f"nginx did not listen on port {self.port}")
