@@ -36,6 +36,9 @@ class Config:
     SECRET_KEY = _env("SECRET_KEY")  # generated into the instance folder when unset
     DATABASE_URL = _env("DATABASE_URL")  # default: SQLite in the instance folder
     REDIS_URL = _env("REDIS_URL")
+    # The origin absolute links (share links) are built from, e.g. https://relay.example.com;
+    # unset, the request's own host is used (one machine, no proxy in front).
+    PUBLIC_URL = _env("PUBLIC_URL")
     # SQLite waits this long for a lock, blocking its worker's event loop meanwhile.
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 

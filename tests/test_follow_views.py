@@ -95,3 +95,11 @@ def test_share_link_gives_a_read_only_page_to_another_browser(app, client, token
 def test_unknown_share_token_is_404(client):
     assert client.get("/s/" + "x" * 32).status_code == 404
     assert client.get("/s/short").status_code == 404
+
+
+def test_share_links_are_built_on_public_url_never_on_the_requests_host(app, client, token,
+                                                                       thread_id):
+    app.config["PUBLIC_URL"] = "https://relay.example.com/"
+    created = client.post(f"/threads/{thread_id}/share",
+                          headers={"X-CSRF-Token": token, "Host": "evil.example", **JSON})
+    assert created.json["share_url"].startswith("https://relay.example.com/s/")

@@ -60,6 +60,12 @@ def id_arg(name: str) -> int | None:
     return int(raw)
 
 
+def absolute_url(path: str) -> str:
+    """`path` on PUBLIC_URL's origin; on the request's own host when it is not set."""
+    public = current_app.config.get("PUBLIC_URL")
+    return (public.rstrip("/") if public else request.host_url.rstrip("/")) + path
+
+
 def engine():
     return current_app.extensions["relay"]
 
@@ -131,7 +137,7 @@ def share_create(thread_id: int):
     if not thread.share_token:
         thread.share_token = Thread.new_share_token()
         db.session.commit()
-    url = url_for("pages.share_show", token=thread.share_token, _external=True)
+    url = absolute_url(url_for("pages.share_show", token=thread.share_token))
     if wants_json():
         return jsonify(share_url=url), 201
     if is_htmx():

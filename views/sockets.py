@@ -33,6 +33,7 @@ def thread_socket(ws, thread_id: int) -> None:
     thread = g.thread
     readonly = not is_owner(thread)
     feeds = current_app.extensions["relay_feeds"]
+    db.session.close()  # following may wait for the broker: hold no connection meanwhile
     with feeds.follow(thread.id, readonly, request.environ) as follower:
         frame = _state_frame(thread, readonly)
         db.session.close()  # a slow client must not hold a connection while we send

@@ -53,9 +53,12 @@ def message_stream(message_id: int):
     try:
         relay.check_cursor(message, cursor)  # before claiming: a bad request starts nothing
         if message.status == PENDING:
+            # Claiming takes a connection of its own: give this one back first, or a burst
+            # of claims could hold the whole pool while each waits for a second connection.
+            db.session.close()
             # The driver: whoever claims the reply generates it in this worker.
-            relay.claim_and_start(message.id)
-            db.session.refresh(message)
+            relay.claim_and_start(message_id)
+            message = db.session.get(Message, message_id)
         items = relay.read(message, cursor)
     except CursorError as err:
         abort(400, description=str(err))
