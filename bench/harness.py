@@ -175,31 +175,6 @@ def own_cpu_seconds() -> float:
     return t.user + t.system
 
 
-def connection_owners(pids: Iterable[int], port: int) -> dict[int, int]:
-    """Which of `pids` holds the server end of each TCP connection to local `port`.
-
-    Keyed by the client's port: a connection's socket inode (/proc/net/tcp, tcp6) is among
-    the owner's descriptors. One pass over each table, so thousands of connections are cheap.
-    """
-    owner_of: dict[str, int] = {}
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        owner_of[link[8:-1]] = pid
-    owners = {}
-    for table_name in ("tcp", "tcp6"):
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/net/{table_name}") as table:
-            for line in table.readlines()[1:]:
-                fields = line.split()
-                local, remote, inode = fields[1], fields[2], fields[9]
-                if int(local.rsplit(":", 1)[1], 16) == port and inode in owner_of:
-                    owners[int(remote.rsplit(":", 1)[1], 16)] = owner_of[inode]
-    return owners
-
-
 def pin_process(pid: int, cpus: set[int]) -> None:
     """Run every thread of `pid` on `cpus` only (threads and children it starts inherit it)."""
     with contextlib.suppress(FileNotFoundError):

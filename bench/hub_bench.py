@@ -38,7 +38,6 @@ from bench.harness import (
     FakeUpstreamProcess,
     Rig,
     Tab,
-    connection_owners,
     cpu_seconds,
     difference,
     environment,
@@ -63,7 +62,7 @@ from bench.harness import (
     write_json,
     writer_settings,
 )
-from bench.relay_server import RelayServer
+from bench.relay_server import RelayServer, connection_owners
 
 BACKENDS = ("local", "postgres", "redis")
 SERVER_CPU, CLIENT_CPU = 0, 1

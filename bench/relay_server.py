@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +20,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def connection_owners(pids: Iterable[int], port: int) -> dict[int, int]:
+    """Which of `pids` holds the server end of each TCP connection to local `port`.
+
+    Keyed by the client's port: a connection's socket inode (/proc/net/tcp, tcp6) is among
+    the owner's descriptors. One pass over each table, so thousands of connections are cheap.
+    """
+    owner_of: dict[str, int] = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if link.startswith("socket:["):
+                        owner_of[link[8:-1]] = pid
+    owners = {}
+    for table_name in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/net/{table_name}") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                local, remote, inode = fields[1], fields[2], fields[9]
+                if int(local.rsplit(":", 1)[1], 16) == port and inode in owner_of:
+                    owners[int(remote.rsplit(":", 1)[1], 16)] = owner_of[inode]
+    return owners
 
 
 class RelayServer:
@@ -63,30 +90,8 @@ class RelayServer:
         return [int(pid) for pid in out.split()]
 
     def worker_of(self, client_port: int) -> int | None:
-        """The worker pid that accepted the client connection from 127.0.0.1:`client_port`.
-
-        Workers share one listening socket, so the kernel picks; /proc tells which did:
-        the connection's socket inode (from /proc/net/tcp) is among that worker's fds.
-        """
-        inode = None
-        with open("/proc/net/tcp") as table:
-            for line in table.readlines()[1:]:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if int(local.rsplit(":", 1)[1], 16) == self.port and \
-                        int(remote.rsplit(":", 1)[1], 16) == client_port:
-                    inode = fields[9]
-        if inode is None:
-            return None
-        for pid in self.worker_pids():
-            try:
-                fds = os.listdir(f"/proc/{pid}/fd")
-                links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if f"socket:[{inode}]" in links:
-                return pid
-        return None
+        """The worker pid that accepted the client connection from 127.0.0.1:`client_port`."""
+        return connection_owners(self.worker_pids(), self.port).get(client_port)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
