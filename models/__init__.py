@@ -58,6 +58,12 @@ def thread_channel(thread_id: int) -> str:
     return f"thread:{thread_id}"
 
 
+def control_channel(thread_id: int) -> str:
+    """Hub channel of requests to the worker generating in a thread (Stop): apart from the
+    thread's changes, so a generating worker never hears its own flushes."""
+    return f"control:{thread_id}"
+
+
 class Message(db.Model):
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_thread_id_id", "thread_id", "id"),

@@ -21,6 +21,7 @@ from models import (
     STREAMING,
     TERMINAL_STATUSES,
     Message,
+    control_channel,
     thread_channel,
 )
 
@@ -64,7 +65,7 @@ class ReplyEngine:
         self.hub = hub
         self.clock = clock
         self.generations: dict[int, Generation] = {}
-        # Per running reply, its thread's channel: a stop asked on any worker arrives here.
+        # Per running reply, its thread's control channel: a Stop asked anywhere arrives here.
         self._controls: dict[int, Subscription] = {}
         self.writer = DeltaWriter(
             background, hub,
@@ -110,7 +111,7 @@ class ReplyEngine:
         # No waiting for the broker to confirm: until it does, the database flag (read at
         # every tick) still carries a stop.
         self._controls[message.id] = self.hub.subscribe(
-            thread_channel(message.thread_id), on_event=self._on_control, wait=False)
+            control_channel(message.thread_id), on_event=self._on_control, wait=False)
         self.writer.add(generation)
         generation.greenlet = gevent.spawn(run_generation, generation, self.provider, history,
                                            self._generation_ended, retry=self.retry_policy)
@@ -196,7 +197,7 @@ class ReplyEngine:
 
     def request_stop(self, message: Message) -> None:
         """Ask whichever worker or host runs `message` to stop it (the hub carries it)."""
-        self.hub.publish(thread_channel(message.thread_id),
+        self.hub.publish(control_channel(message.thread_id),
                          {"type": "cancel", "message": message.id})
 
     def wait_for_end(self, subscription: Subscription, message_id: int,

@@ -83,7 +83,7 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
                 select(Message.id).where(Message.thread_id == thread.id,
                                          Message.status.in_(ACTIVE_STATUSES)))
                         if m not in changed]
-        elif kind != "cancel" and "message" in event and event["message"] not in changed:
+        elif "message" in event and event["message"] not in changed:
             changed.append(event["message"])
     parts = []
     if created:
