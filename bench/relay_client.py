@@ -117,3 +117,20 @@ def read_reply(connection: SSEConnection, *, stop_after: int | None = None
             else:
                 return "".join(text), event.event, event.id
     return "".join(text), None, connection.last_event_id
+
+
+def read_reconnecting(client: RelayClient, path: str, *, every: int = 2,
+                      most: int = 3000) -> tuple[str, str | None, int]:
+    """Read a reply's stream, cut and resumed with `Last-Event-ID` after every `every`
+    delta events, as a flaky network would: (decoded text, terminal event, reconnects)."""
+    received: list[str] = []
+    last_id: str | None = None
+    for reconnects in range(most):
+        connection = client.stream(path, last_event_id=last_id)
+        if connection.status != 200:
+            raise RuntimeError(f"the stream answered {connection.status}")
+        part, end_event, last_id = read_reply(connection, stop_after=every)
+        received.append(part)
+        if end_event is not None:
+            return "".join(received), end_event, reconnects
+    raise RuntimeError(f"the reply did not end within {most} reconnects")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 from collections.abc import Callable
 
-import gevent
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
 
+from .periodic import Periodic
 from .reader import persisted_text_after
 
 log = logging.getLogger(__name__)
@@ -32,29 +31,17 @@ class Sweeper:
         self._session_factory = session_factory
         self.stale_after_s = stale_after_s
         self.unclaimed_after_s = unclaimed_after_s
-        self.interval_s = interval_s
         self._publish = publish
         self._start = start
         self._now = now
-        self._greenlet: gevent.Greenlet | None = None
+        # Jitter spreads the workers' sweeps apart.
+        self._periodic = Periodic(self.sweep, interval_s, name="sweep", jitter=0.25)
 
     def start(self) -> None:
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
+        self._periodic.start()
 
     def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
-
-    def _run(self) -> None:
-        while True:
-            # Jitter spreads the workers' sweeps apart.
-            gevent.sleep(self.interval_s * random.uniform(0.75, 1.25))
-            try:
-                self.sweep()
-            except Exception:
-                log.exception("sweep failed")
+        self._periodic.stop()
 
     def sweep(self) -> tuple[list[int], list[int]]:
         """One pass: (ids marked interrupted, ids started here)."""

@@ -9,18 +9,15 @@ indexed query per worker per interval, whatever the number of followers.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Collection
 
-import gevent
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Message, thread_channel, utcnow
 
 from .hub import Event
-
-log = logging.getLogger(__name__)
+from .periodic import Periodic
 
 CHANNEL_PREFIX = "thread:"
 MAX_THREADS_PER_QUERY = 500
@@ -43,34 +40,22 @@ class DatabaseWatcher:
         self._session_factory = session_factory
         self._deliver = deliver
         self._channels = channels
-        self.interval_s = interval_s
         self._is_local = is_local  # its own generations publish for themselves
         self.lookback = dt.timedelta(seconds=lookback_s)
         self._now = now
         self._seen: dict[int, dt.datetime] = {}
-        self._greenlet: gevent.Greenlet | None = None
         self.looks = 0
+        self._periodic = Periodic(self.look, interval_s, name="database watcher")
+
+    def start(self) -> None:
+        self._periodic.start()
+
+    def stop(self) -> None:
+        self._periodic.stop()
 
     @property
     def running(self) -> bool:
-        return self._greenlet is not None and not self._greenlet.dead
-
-    def start(self) -> None:
-        if not self.running:
-            self._greenlet = gevent.spawn(self._run)
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
-
-    def _run(self) -> None:
-        while True:
-            gevent.sleep(self.interval_s)
-            try:
-                self.look()
-            except Exception as err:  # the database may be away: look again next interval
-                log.warning("database watcher could not look for changes: %s", err)
+        return self._periodic.running
 
     def look(self) -> int:
         """One look: publish every change not yet published; returns how many."""

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from bench.fake_upstream import Reply
-from bench.relay_client import RelayClient, read_reply
+from bench.relay_client import RelayClient, read_reconnecting, read_reply
 
 from .test_server_followers import STATUS, open_socket
 from .test_server_streaming import TRICKY, terminal, wait_for
@@ -110,17 +110,9 @@ def test_reconnects_across_workers_have_no_gap_or_duplicate(two_workers, upstrea
     text = (TRICKY + " ") * 3 + " ".join(f"n{i}" for i in range(200))
     prompt = upstream.script(Reply.words(text, token_delay_s=0.01))
     sent = browser.send(browser.new_thread(), prompt)
-    received, last_id, reconnects = [], None, 0
-    while True:
-        part, end_event, last_id = read_reply(
-            browser.stream(sent["stream_url"], last_event_id=last_id), stop_after=2)
-        received.append(part)
-        if end_event is not None:
-            break
-        reconnects += 1
-        assert reconnects < 3000
+    received, end_event, _ = read_reconnecting(browser, sent["stream_url"])
     assert end_event == "done"
-    assert "".join(received) == text
+    assert received == text
     assert terminal(browser, sent["assistant_message"]["id"])["content"] == text
     assert len(upstream.records_for(prompt)) == 1
 
