@@ -14,6 +14,7 @@ from typing import Any
 import httpx2
 import openai
 
+from . import chat_sse
 from .base import Chunk, ProviderError
 
 log = logging.getLogger(__name__)
@@ -61,59 +62,65 @@ class OpenAICompatProvider:
         self._client.close()
 
     def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
-        """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies."""
-        payload: list[Any] = [{"role": m["role"], "content": m["content"]} for m in messages]
-        upstream: openai.Stream[Any] | None = None
+        """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies.
+
+        The SDK builds and sends the request (auth, base URL, timeouts, error statuses);
+        the reply's events are read from the raw response by `chat_sse`, which skips the
+        SDK's per-request payload transformation and its typed object per chunk.
+        """
+        body = {"model": self.model,
+                "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+                "stream": True, "stream_options": {"include_usage": True}}
+        response: httpx2.Response | None = None
         got_text = False
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         try:
-            upstream = self._client.chat.completions.create(
-                model=self.model,
-                messages=payload,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            for event in upstream:
-                if event.usage is not None:
-                    usage = _usage_dict(event.usage)
+            response = self._client.post("/chat/completions", body=body,
+                                         cast_to=httpx2.Response, stream=True)
+            for event in chat_sse.chunks(response.iter_bytes()):
+                if event.get("usage") is not None:
+                    usage = _usage_dict(event["usage"])
                 # The usage event has `choices == []`; some servers send null there instead.
-                for choice in event.choices or ():
+                for choice in event.get("choices") or ():
                     # Only one choice is asked for; some servers leave out `index` entirely.
-                    if choice.index not in (0, None):
+                    if choice.get("index") not in (0, None):
                         continue
-                    text = choice.delta.content if choice.delta is not None else None
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else None
                     if text:
+                        if not isinstance(text, str):
+                            raise ValueError("delta content is not text")
                         got_text = True
                         yield Chunk(text=text)
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+                    if choice.get("finish_reason"):
+                        finish_reason = str(choice["finish_reason"])
         except openai.APIStatusError as err:
             raise self._fail(err, self._status_error(err)) from None
         except (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError) as err:
-            # APIConnectionError includes APITimeoutError. Raw httpx2 errors escape the SDK
-            # when an error status's body stalls or is cut short (it reads that body unguarded).
+            # APIConnectionError includes APITimeoutError. Raw httpx2 errors come from
+            # reading the stream, and escape the SDK when an error status's body stalls.
             if finish_reason is None:
                 raise self._fail(err, self._transport_error(
-                    err, streaming=upstream is not None, got_text=got_text)) from None
+                    err, streaming=response is not None, got_text=got_text)) from None
             # The reply itself is complete; only the trailing usage event or [DONE] was lost.
             log.info("model stream lost after its finish reason (%s)", _cause_name(err))
-        except openai.APIError as err:
-            raise self._fail(err, self._event_error(err)) from None
+        except chat_sse.StreamErrorEvent as err:
+            raise self._fail(err, self._event_error(err.body)) from None
         except openai.OpenAIError as err:
             raise self._fail(err, ProviderError("The model request failed.")) from None
-        except ValueError as err:  # undecodable JSON or UTF-8 in an event
+        except (ValueError, AttributeError, TypeError) as err:  # not the wire format
             raise self._fail(err, ProviderError(
                 "The model server sent a malformed reply.", retryable=True)) from None
         finally:
-            if upstream is not None:
-                # Closing the SDK stream closes the HTTP response, so an abandoned reply
-                # stops being generated upstream instead of running to the end.
-                upstream.close()
+            if response is not None:
+                # Closing the HTTP response stops an abandoned reply being generated
+                # upstream instead of running to the end.
+                response.close()
 
         if finish_reason is None:
-            # The SDK ends such a stream as quietly as a complete one (with or without
-            # [DONE]); for Relay it is a cut-off reply.
+            # A stream that just ends (with or without [DONE]) is, for Relay, a cut-off
+            # reply, never a complete one.
             raise self._fail(None, ProviderError(
                 "The model's reply was cut off (the stream ended without a finish reason).",
                 retryable=True))
@@ -169,14 +176,14 @@ class OpenAICompatProvider:
             reason = "The model server closed the connection without answering."
         return ProviderError(reason, retryable=True)
 
-    def _event_error(self, err: openai.APIError) -> ProviderError:
+    def _event_error(self, body: Any) -> ProviderError:
         # An `{"error": {...}}` event inside a 200 stream: the server gave up mid-reply.
-        detail = self._server_message(err.body)
+        detail = self._server_message(body)
         reason = "The model server reported an error mid-reply."
         if detail:
             reason = f"{reason} Server said: {detail}"
-        kind = err.body.get("type") if isinstance(err.body, dict) else None
-        code = str(err.body.get("code") or "") if isinstance(err.body, dict) else ""
+        kind = body.get("type") if isinstance(body, dict) else None
+        code = str(body.get("code") or "") if isinstance(body, dict) else ""
         retryable = kind in (None, "server_error", "overloaded_error") or code in ("429", "503")
         return ProviderError(reason, retryable=retryable)
 
@@ -209,9 +216,9 @@ class OpenAICompatProvider:
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:
     try:
-        prompt = int(usage.prompt_tokens or 0)
-        completion = int(usage.completion_tokens or 0)
-        total = int(usage.total_tokens or prompt + completion)
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        total = int(usage.get("total_tokens") or prompt + completion)
     except (AttributeError, TypeError, ValueError):
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
