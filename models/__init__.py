@@ -15,7 +15,9 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Requests read what they just wrote without reloading it: no expiry on commit (a view that
+# changes rows with a bulk UPDATE re-reads them itself).
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 
 PENDING, STREAMING = "pending", "streaming"
 COMPLETE, ERROR, ABORTED, INTERRUPTED = "complete", "error", "aborted", "interrupted"

@@ -15,17 +15,17 @@ def build_history(session: Session, message: Message, *, system_prompt: str | No
     Assistant replies count once they have text (a stopped or failed reply's partial
     text is still what the person saw); replies without text are skipped.
     """
-    rows = session.scalars(
-        select(Message)
+    rows = session.execute(  # two columns, not whole objects: this runs for every reply
+        select(Message.role, Message.content)
         .where(Message.thread_id == message.thread_id, Message.id < message.id)
         .order_by(Message.id.desc())
         .limit(limit)).all()
     history: list[dict[str, str]] = []
     if system_prompt:
         history.append({"role": "system", "content": system_prompt})
-    for row in reversed(rows):
-        if row.role == "user" or row.content:
-            history.append({"role": row.role, "content": row.content})
+    for role, content in reversed(rows):
+        if role == "user" or content:
+            history.append({"role": role, "content": content})
     return history
 
 

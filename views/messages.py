@@ -143,6 +143,7 @@ def _stop_elsewhere(message: Message) -> None:
                                                              Message.status == STREAMING)
                                        .values(cancel_requested=True)).rowcount
         db.session.commit()
+        db.session.expire(message)  # the bulk UPDATEs above changed it
         if not streaming:
             return
         relay.request_stop(message)
