@@ -54,6 +54,11 @@ class Config:
     STREAM_CHUNKING = _env("STREAM_CHUNKING", "word")
     STREAM_THROTTLE_MS = _int("STREAM_THROTTLE_MS", 100)
     STREAM_MAX_LAG_MS = _int("STREAM_MAX_LAG_MS", 1000)
+    # Adaptive throttle: a reply is flushed every STREAM_THROTTLE_MS x (1 + its length /
+    # STREAM_THROTTLE_GROW_CHARS), at most every STREAM_THROTTLE_MAX_MS (off when not above
+    # STREAM_THROTTLE_MS).
+    STREAM_THROTTLE_MAX_MS = _int("STREAM_THROTTLE_MAX_MS", 0)
+    STREAM_THROTTLE_GROW_CHARS = _int("STREAM_THROTTLE_GROW_CHARS", 2000)
     DRIVER_GRACE_MS = _int("DRIVER_GRACE_MS", 2000)
     HEARTBEAT_S = _float("HEARTBEAT_S", 5.0)
     STALE_AFTER_S = _float("STALE_AFTER_S", 30.0)

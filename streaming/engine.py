@@ -71,6 +71,8 @@ class ReplyEngine:
             background, hub,
             chunker=make_chunker(config["STREAM_CHUNKING"]),
             throttle_s=config["STREAM_THROTTLE_MS"] / 1000,
+            throttle_max_s=config["STREAM_THROTTLE_MAX_MS"] / 1000,
+            grow_chars=config["STREAM_THROTTLE_GROW_CHARS"],
             max_lag_s=config["STREAM_MAX_LAG_MS"] / 1000,
             heartbeat_s=config["HEARTBEAT_S"],
             clock=clock,
@@ -284,4 +286,4 @@ class ReplyEngine:
         return {"active_generations": len(self.generations),
                 "writer": {"commits": stats.commits, "deltas": stats.deltas,
                            "finalized": stats.finalized, "failures": stats.failures,
-                           "ticks": stats.ticks}}
+                           "ticks": stats.ticks, "tick_gaps_ms": stats.gaps_ms()}}

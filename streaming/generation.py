@@ -70,7 +70,7 @@ class Generation:
         self.first_token_at: float | None = None
         self.finished_at: float | None = None
         self.finalized = Event()  # set once the terminal state is committed
-        self._changed = Event()
+        self._changed: Event | None = None  # made by the first reader that waits
         # Writer bookkeeping: what the database has, and when it last heard from us.
         self.persisted_end = len(prefix)
         self.last_flush_at = self.started_at
@@ -107,6 +107,8 @@ class Generation:
 
     def wait_for_change(self, timeout: float | None) -> bool:
         """Block until text is appended or the reply ends; False when `timeout` passes first."""
+        if self._changed is None:
+            self._changed = Event()
         return self._changed.wait(timeout)
 
     # -- writing (the generation greenlet) --------------------------------------------
@@ -137,9 +139,11 @@ class Generation:
                 "duration_ms": round((end - self.started_at) * 1000)}
 
     def _notify(self) -> None:
-        # Swap in a fresh event first so waiters woken now block again on the next change.
-        changed, self._changed = self._changed, Event()
-        changed.set()
+        # Wake the current waiters; the next one to wait makes a fresh event. A token that
+        # arrives with nobody waiting (headless, or readers busy sending) allocates nothing.
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
 
 def run_generation(generation: Generation, provider: Provider,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
@@ -26,6 +27,18 @@ class WriterStats:
     deltas: int = 0
     finalized: int = 0
     failures: int = 0
+    # Seconds between the starts of consecutive ticks while replies are active (recent).
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=1024))
+
+    def gaps_ms(self) -> dict[str, float | int | None]:
+        """The tick schedule as kept: p50, p99 and max of the recent gaps, in ms."""
+        gaps = sorted(self.gaps)
+        if not gaps:
+            return {"n": 0, "p50": None, "p99": None, "max": None}
+
+        def at(q: float) -> float:
+            return round(gaps[min(len(gaps) - 1, int(q * len(gaps)))] * 1000, 1)
+        return {"n": len(gaps), "p50": at(0.5), "p99": at(0.99), "max": at(1.0)}
 
 
 class DeltaWriter:
@@ -41,6 +54,7 @@ class DeltaWriter:
     def __init__(self, session_factory: Callable[[], Session], hub: Hub, *,
                  chunker: Callable[[str], int], throttle_s: float, max_lag_s: float,
                  heartbeat_s: float, clock: Callable[[], float],
+                 throttle_max_s: float = 0.0, grow_chars: int = 2000,
                  on_finalized: Callable[[Generation], None] | None = None,
                  on_cancel: Callable[[Generation], None] | None = None,
                  autostart: bool = True) -> None:
@@ -48,6 +62,8 @@ class DeltaWriter:
         self._hub = hub
         self._chunker = chunker
         self.throttle_s = throttle_s
+        self.throttle_max_s = throttle_max_s
+        self.grow_chars = max(1, grow_chars)
         self.max_lag_s = max_lag_s
         self.heartbeat_s = heartbeat_s
         self._clock = clock
@@ -83,19 +99,35 @@ class DeltaWriter:
             self._greenlet.kill(timeout=timeout)
             self._greenlet = None
 
+    def interval_for(self, gen: Generation) -> float:
+        """How often a reply is flushed: every tick while short, less often as it grows
+        (up to `throttle_max_s`), so long replies cost fewer rows and events."""
+        if self.throttle_max_s <= self.throttle_s or gen.persisted_end == gen.start_offset:
+            return 0.0  # off, or the first words: those go out at once
+        grown = self.throttle_s * (1 + (gen.persisted_end - gen.start_offset) / self.grow_chars)
+        return min(grown, self.throttle_max_s)
+
     @property
     def active_count(self) -> int:
         return len(self._active)
 
     def _run(self) -> None:
+        last: float | None = None
         while True:
             if not self._active:
                 # Idle: park until a generation is added instead of waking every tick.
+                last = None
                 self._wake.wait()
                 self._wake.clear()
-            # One tick per throttle period, or at once when a reply ends (`wake`).
-            self._wake.wait(self.throttle_s)
+            # One tick per throttle period, or at once when a reply ends (`wake`). The
+            # period runs from the last tick's start, so a slow tick does not stretch it.
+            if last is not None:
+                self._wake.wait(max(0.0, last + self.throttle_s - self._clock()))
             self._wake.clear()
+            now = self._clock()
+            if last is not None:
+                self.stats.gaps.append(now - last)
+            last = now
             try:
                 self.tick()
             except Exception:  # never let one bad tick stop every stream's persistence
@@ -113,7 +145,11 @@ class DeltaWriter:
             if gen.done:
                 finals.append(gen)
                 continue
-            pending = gen.text_between(gen.persisted_end, gen.end)
+            # Due within half a tick counts as due: intervals fall between ticks.
+            if now - gen.last_flush_at + self.throttle_s / 2 < self.interval_for(gen):
+                pending = ""  # a long reply's own, longer interval has not passed yet
+            else:
+                pending = gen.text_between(gen.persisted_end, gen.end)
             cut = self._chunker(pending) if pending else 0
             if not cut and pending and now - gen.last_flush_at >= self.max_lag_s:
                 cut = len(pending)

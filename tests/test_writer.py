@@ -279,3 +279,39 @@ def test_a_stop_requested_in_the_database_arrives_while_the_model_is_silent(engi
     assert writer.tick() is False
     assert cancelled == [mid]
     assert commits == []
+
+
+def test_adaptive_throttle_flushes_a_long_reply_less_often(engine):
+    clock = FakeClock()
+    writer = make_writer(engine, clock, throttle_s=0.1, throttle_max_s=0.5, grow_chars=100)
+    short_id, long_id = make_messages(engine, 2)
+    short, long = Generation(short_id, 1, clock=clock), Generation(long_id, 1, clock=clock)
+    for gen in (short, long):
+        writer.add(gen)
+    short.append("a ")
+    long.append("x" * 299 + " ")  # 300 chars: every 0.1 x (1 + 300/100) = 0.4 s
+    assert writer.tick()  # first words go out at once, whatever the length
+    flushes = {short_id: 0, long_id: 0}
+    for _ in range(8):  # 0.8 s of ticks
+        clock.advance(0.1)
+        short.append("b ")
+        long.append("y ")
+        before = {short_id: short.persisted_end, long_id: long.persisted_end}
+        writer.tick()
+        for gen in (short, long):
+            flushes[gen.message_id] += gen.persisted_end != before[gen.message_id]
+    assert flushes[short_id] == 8  # every tick: due within half a tick of 0.1 s
+    assert flushes[long_id] == 2  # every 0.4 s
+    assert writer.interval_for(long) == pytest.approx(0.1 * (1 + long.persisted_end / 100))
+    huge = Generation(99, 1, clock=clock, prefix="")
+    huge.persisted_end = 10_000
+    assert writer.interval_for(huge) == 0.5  # capped
+
+
+def test_tick_gaps_are_reported_as_p50_p99_max(engine):
+    from streaming.writer import WriterStats
+
+    stats = WriterStats()
+    assert stats.gaps_ms() == {"n": 0, "p50": None, "p99": None, "max": None}
+    stats.gaps.extend([0.1] * 98 + [0.15, 0.4])
+    assert stats.gaps_ms() == {"n": 100, "p50": 100.0, "p99": 400.0, "max": 400.0}
