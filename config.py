@@ -91,6 +91,14 @@ class Config:
     DB_PREPARED_STATEMENTS = _env("DB_PREPARED_STATEMENTS", "on") != "off"
     HUB_DATABASE_URL = _env("HUB_DATABASE_URL")  # default: DATABASE_URL
 
+    # Capacity of a worker: past MAX_GENERATIONS replies at once (0: no limit), or while its
+    # event loop wakes more than MAX_LOOP_LAG_MS late (0: ignored), new replies wait in a
+    # queue (their tab shows how many are ahead); past MAX_QUEUED waiting, new prompts get
+    # a 503 with Retry-After.
+    MAX_GENERATIONS = _int("MAX_GENERATIONS", 80)
+    MAX_LOOP_LAG_MS = _int("MAX_LOOP_LAG_MS", 100)
+    MAX_QUEUED = _int("MAX_QUEUED", 200)
+
     CANCEL_WAIT_S = _float("CANCEL_WAIT_S", 2.0)
     MAX_PROMPT_CHARS = _int("MAX_PROMPT_CHARS", 32000)
     MAX_CONTENT_LENGTH = _int("MAX_REQUEST_BYTES", 256 * 1024)

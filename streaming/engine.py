@@ -25,6 +25,7 @@ from models import (
     thread_channel,
 )
 
+from .admission import Admission, LoopLag
 from .chunking import make_chunker
 from .claim import claim_generation
 from .generation import (
@@ -41,8 +42,6 @@ from .sweeper import Sweeper
 from .writer import DeltaWriter
 
 log = logging.getLogger(__name__)
-
-HEADLESS_ATTEMPTS = 5
 
 
 class ReplyEngine:
@@ -79,6 +78,11 @@ class ReplyEngine:
             on_finalized=self._forget,
             on_cancel=self._cancel_local)
         self._headless: set[gevent.Greenlet] = set()
+        self.loop_lag = LoopLag(then=self._admit_if_waiting)
+        self.admission = Admission(
+            max_running=config["MAX_GENERATIONS"], max_queued=config["MAX_QUEUED"],
+            max_lag_s=config["MAX_LOOP_LAG_MS"] / 1000, lag=self.loop_lag,
+            running=lambda: sum(1 for g in self.generations.values() if not g.done))
         self.stopping = GeventEvent()  # set on shutdown: readers end so the worker can exit
         stale_after = config["STALE_AFTER_S"]
         self.sweeper = Sweeper(
@@ -86,13 +90,37 @@ class ReplyEngine:
             unclaimed_after_s=config["DRIVER_GRACE_MS"] / 1000 + stale_after,
             interval_s=config["SWEEP_INTERVAL_S"] or min(5.0, stale_after / 3),
             publish=lambda thread_id, event: hub.publish(thread_channel(thread_id), event),
-            start=self.claim_and_start)
+            start=self.claim_or_queue)
 
     def session(self) -> Session:
         """A new session of its own: one per greenlet, never shared."""
         return self._sessions()
 
     # -- starting ---------------------------------------------------------------------
+    def claim_or_queue(self, message_id: int) -> Generation | None:
+        """Generate a pending reply here now if this worker has a free slot (and nobody
+        waits before it); otherwise it waits in this worker's queue. The generation, or
+        None when it waits or someone else has it."""
+        self.admission.enqueue(message_id)
+        self._admit_waiting()
+        return self.local(message_id)
+
+    def _admit_waiting(self) -> None:
+        """Start waiting replies, oldest first, while there are free slots."""
+        while (message_id := self.admission.next_waiting()) is not None:
+            try:
+                self.claim_and_start(message_id)  # None: another worker took it meanwhile
+            except (DBAPIError, PoolTimeout) as err:
+                self.admission.waiting.appendleft(message_id)  # its turn stays its own
+                # The database is away or saturated: the loop-lag tick tries again soon.
+                log.warning("starting queued message %s failed, will retry: %s",
+                            message_id, err)
+                return
+
+    def _admit_if_waiting(self) -> None:
+        if self.admission.waiting:
+            self._admit_waiting()
+
     def claim_and_start(self, message_id: int) -> Generation | None:
         """Claim a pending reply and generate it here; None when someone else has it."""
         with self.session() as session:
@@ -121,27 +149,17 @@ class ReplyEngine:
                          {"type": "started", "message": message.id, "end": generation.end})
         return generation
 
-    def schedule_headless(self, message_id: int, delay_s: float | None = None,
-                          attempt: int = 1) -> None:
+    def schedule_headless(self, message_id: int, delay_s: float | None = None) -> None:
         """Start the reply here after the driver's grace period if no tab has claimed it."""
         delay = self.app.config["DRIVER_GRACE_MS"] / 1000 if delay_s is None else delay_s
-        greenlet = gevent.spawn_later(delay, self._headless_start, message_id, attempt)
+        greenlet = gevent.spawn_later(delay, self._headless_start, message_id)
         self._headless.add(greenlet)
         greenlet.link(self._headless.discard)
 
-    def _headless_start(self, message_id: int, attempt: int = 1) -> None:
+    def _headless_start(self, message_id: int) -> None:
         try:
-            if self.claim_and_start(message_id) is not None:
+            if self.claim_or_queue(message_id) is not None:
                 log.info("message %s had no driver; generating it headless", message_id)
-        except (DBAPIError, PoolTimeout) as err:
-            # The database is away or saturated for a moment: try again soon rather than
-            # leave the reply to the sweeper's much later look.
-            if attempt >= HEADLESS_ATTEMPTS or self.stopping.is_set():
-                log.error("headless start of message %s failed %d times: %s", message_id,
-                          attempt, err)
-                return
-            log.warning("headless start of message %s failed, retrying: %s", message_id, err)
-            self.schedule_headless(message_id, 0.5 * 2 ** (attempt - 1), attempt + 1)
         except Exception:
             log.exception("headless start of message %s failed", message_id)
 
@@ -153,6 +171,8 @@ class ReplyEngine:
         control = self._controls.pop(generation.message_id, None)
         if control is not None:
             control.close()
+        if self.admission.waiting:  # a slot is free: the next reply starts (not in the tick)
+            gevent.spawn(self._admit_waiting)
 
     # -- background work and shutdown -------------------------------------------------
     def start_background(self) -> None:
@@ -160,6 +180,7 @@ class ReplyEngine:
         self.hub.start()
         self.writer.ensure_running()
         self.sweeper.start()
+        self.loop_lag.start()
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """End every reply generating here as `interrupted`, its text flushed, then stop.
@@ -170,6 +191,7 @@ class ReplyEngine:
             return
         self.stopping.set()
         self.sweeper.stop()
+        self.loop_lag.stop()
         for greenlet in list(self._headless):
             greenlet.kill(block=False)
         generations = [g for g in self.generations.values() if not g.done]
@@ -260,7 +282,7 @@ class ReplyEngine:
             subscribe=lambda: self.hub.subscribe(thread_channel(message.thread_id)),
             local=lambda: self.local(message.id),
             poll_s=config["RESUME_POLL_S"], idle_s=config["SSE_KEEPALIVE_S"], clock=self.clock,
-            stopping=self.stopping)
+            stopping=self.stopping, queued=lambda: self.admission.ahead_of(message.id))
 
     def current_text(self, message: Message, session: Session) -> str:
         """The freshest text of a message this worker can see (live, else persisted)."""
@@ -284,6 +306,8 @@ class ReplyEngine:
     def health(self) -> dict:
         stats = self.writer.stats
         return {"active_generations": len(self.generations),
+                "queued": len(self.admission.waiting),
+                "loop_lag_ms": round(self.loop_lag.lag_s * 1000, 1),
                 "writer": {"commits": stats.commits, "deltas": stats.deltas,
                            "finalized": stats.finalized, "failures": stats.failures,
                            "ticks": stats.ticks, "tick_gaps_ms": stats.gaps_ms()}}

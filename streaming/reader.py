@@ -40,7 +40,14 @@ class Idle:
     """Nothing new for a while: a good moment to keep the connection alive."""
 
 
-ReadItem = Delta | Terminal | Idle
+@dataclass(frozen=True)
+class Queued:
+    """The reply waits for a free slot in this worker; `ahead` replies start before it."""
+
+    ahead: int
+
+
+ReadItem = Delta | Terminal | Idle | Queued
 
 
 class CursorError(ValueError):
@@ -88,7 +95,8 @@ def read_live(generation: Generation, cursor: int, *, idle_s: float) -> Iterator
 def read_persisted(session_factory: Callable[[], Session], message_id: int, cursor: int, *,
                    subscribe: Callable[[], Subscription], local: Callable[[], Generation | None],
                    poll_s: float, idle_s: float, clock: Callable[[], float],
-                   stopping: GeventEvent | None = None) -> Iterator[ReadItem]:
+                   stopping: GeventEvent | None = None,
+                   queued: Callable[[], int | None] = lambda: None) -> Iterator[ReadItem]:
     """A reply generated elsewhere: persisted deltas after `cursor`, then each new flush.
 
     Woken by the hub's `persisted` notices for this message; re-reads the database at
@@ -97,11 +105,16 @@ def read_persisted(session_factory: Callable[[], Session], message_id: int, curs
     """
     with subscribe() as subscription:
         last_sent = clock()
+        shown_ahead: int | None = None
         while stopping is None or not stopping.is_set():  # shutting down: the client reconnects
             generation = local()
             if generation is not None:
                 yield from read_live(generation, cursor, idle_s=idle_s)
                 return
+            ahead = queued()
+            if ahead is not None and ahead != shown_ahead:
+                shown_ahead, last_sent = ahead, clock()
+                yield Queued(ahead)
             try:
                 with session_factory() as session:
                     message = session.get(Message, message_id)

@@ -9,7 +9,6 @@ browser, an htmx request or an API client would.
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import gevent
 import pytest
@@ -571,7 +570,7 @@ def test_a_database_gone_at_the_end_of_a_stream_ends_it_for_a_reconnect_not_a_tr
     assert [e.event for e in again] == ["done"]
 
 
-def test_a_headless_start_that_finds_the_database_saturated_tries_again(app, monkeypatch):
+def test_a_reply_whose_start_finds_the_database_saturated_keeps_its_turn(app, monkeypatch):
     from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     relay = app.extensions["relay"]
@@ -581,13 +580,12 @@ def test_a_headless_start_that_finds_the_database_saturated_tries_again(app, mon
         attempts.append(message_id)
         if len(attempts) < 3:
             raise PoolTimeout("QueuePool limit reached")
-        return None
+        return None  # claimed elsewhere meanwhile
 
     monkeypatch.setattr(relay, "claim_and_start", claim)
-    relay.schedule_headless(42, 0)
-    deadline = time.monotonic() + 10
-    while len(attempts) < 3 and time.monotonic() < deadline:
-        gevent.sleep(0.05)
-    assert attempts == [42, 42, 42]
-    gevent.sleep(0.1)
-    assert not relay._headless  # succeeded (claimed elsewhere): nothing left scheduled
+    assert relay.claim_or_queue(42) is None
+    relay.claim_or_queue(43)
+    assert attempts == [42, 42]  # 42 failed twice and is still first: 43 waits behind it
+    assert list(relay.admission.waiting) == [42, 43]
+    relay._admit_if_waiting()  # what the event-loop tick does every 50 ms
+    assert attempts == [42, 42, 42, 43] and not relay.admission.waiting

@@ -13,6 +13,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import update
+from werkzeug.exceptions import ServiceUnavailable
 
 from models import ABORTED, ERROR, INTERRUPTED, PENDING, STREAMING, Message, db, utcnow
 
@@ -60,6 +61,11 @@ def message_create(thread_id: int):
     """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
     thread = owned_thread(thread_id)
     prompt = prompt_from_request()
+    if engine().admission.full():
+        # Every slot busy and a long queue already: say so now rather than keep the
+        # prompt waiting for minutes (nothing is created).
+        raise ServiceUnavailable(description="Relay is at capacity right now; try again in a "
+                                             "few seconds.", retry_after=5)
     provider = engine().provider
     now = utcnow()
     user = Message(thread_id=thread.id, role="user", content=prompt, status="complete",

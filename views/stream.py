@@ -12,11 +12,12 @@ from flask import (
     request,
     stream_with_context,
 )
+from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models import PENDING, Message, db
-from streaming.reader import CursorError, Delta, Idle, Terminal
+from streaming.reader import CursorError, Delta, Idle, Queued, Terminal
 from streaming.sse import ServerSentEvent, comment, delta_event
 
 from .access import is_owner, readable_message
@@ -56,8 +57,9 @@ def message_stream(message_id: int):
             # Claiming takes a connection of its own: give this one back first, or a burst
             # of claims could hold the whole pool while each waits for a second connection.
             db.session.close()
-            # The driver: whoever claims the reply generates it in this worker.
-            relay.claim_and_start(message_id)
+            # The driver: whoever claims the reply generates it in this worker (or, when
+            # the worker is at capacity, queues it here and shows how many are ahead).
+            relay.claim_or_queue(message_id)
             message = db.session.get(Message, message_id)
         items = relay.read(message, cursor)
     except CursorError as err:
@@ -76,6 +78,9 @@ def _events(items: Iterator) -> Iterator[str]:
             yield str(delta_event(item.text, item.end))
         elif isinstance(item, Idle):
             yield comment()
+        elif isinstance(item, Queued):
+            # No id: the cursor counts text only. The data is HTML text for the status label.
+            yield str(ServerSentEvent(data=escape(queued_label(item.ahead)), event="queued"))
         elif isinstance(item, Terminal):
             try:
                 terminal = _terminal_event(item.message_id)
@@ -88,6 +93,10 @@ def _events(items: Iterator) -> Iterator[str]:
                 return
             yield str(terminal)
             return
+
+
+def queued_label(ahead: int) -> str:
+    return "queued — next" if ahead == 0 else f"queued — {ahead} ahead"
 
 
 def _terminal_event(message_id: int) -> ServerSentEvent:
