@@ -99,6 +99,10 @@ class RelayClient:
                              last_event_id=last_event_id, timeout=timeout or self.timeout)
 
 
+# The events that end a reply's stream; a client skips events it does not know.
+TERMINAL_EVENTS = ("done", "error", "aborted")
+
+
 def read_reply(connection: SSEConnection, *, stop_after: int | None = None
                ) -> tuple[str, str | None, str | None]:
     """Decoded delta text, the terminal event's name (None if cut short) and the last id.
@@ -114,8 +118,9 @@ def read_reply(connection: SSEConnection, *, stop_after: int | None = None
                 deltas += 1
                 if stop_after is not None and deltas >= stop_after:
                     return "".join(text), None, event.id
-            else:
+            elif event.event in TERMINAL_EVENTS:
                 return "".join(text), event.event, event.id
+            # Any other event (`queued`, ...) is a part of its own: not the end.
     return "".join(text), None, connection.last_event_id
 
 
