@@ -157,6 +157,8 @@ class ReplyEngine:
         greenlet.link(self._headless.discard)
 
     def _headless_start(self, message_id: int) -> None:
+        if self.local(message_id) is not None or self.admission.ahead_of(message_id) is not None:
+            return  # its tab got here first: it runs, or waits its turn, in this worker
         try:
             if self.claim_or_queue(message_id) is not None:
                 log.info("message %s had no driver; generating it headless", message_id)
