@@ -59,8 +59,9 @@ def message_stream(message_id: int):
             db.session.close()
             # The driver: whoever claims the reply generates it in this worker (or, when
             # the worker is at capacity, queues it here and shows how many are ahead).
-            relay.claim_or_queue(message_id)
-            message = db.session.get(Message, message_id)
+            if relay.claim_or_queue(message_id) is None:
+                # Someone else has it, or it waits here: read its state afresh.
+                message = db.session.get(Message, message_id)
         items = relay.read(message, cursor)
     except CursorError as err:
         abort(400, description=str(err))
