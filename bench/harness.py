@@ -37,6 +37,8 @@ from bench.sse_client import SSEConnection
 from streaming.sse import decode_delta
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Pinned runs: the servers measured on one CPU, the fake model and the clients on another.
+SERVER_CPU, CLIENT_CPU = 0, 1
 # Every blocking call of a client (a POST, one SSE or websocket read, one poll) gives up after this.
 REQUEST_TIMEOUT_S = 30.0
 # A batch ends at the latest this long after the reply should have been fully streamed.
@@ -158,11 +160,16 @@ def memory_of(pid: int) -> dict[str, int | None]:
             "fds": open_fds(pid)}
 
 
-def host_busy_seconds() -> float | None:
-    """CPU seconds all CPUs of the host spent busy (not idle or waiting for I/O) since boot."""
+def host_busy_seconds(cpu: int | None = None) -> float | None:
+    """CPU seconds all CPUs of the host (or CPU `cpu` only) spent busy (not idle or waiting
+    for I/O) since boot."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
     try:
         with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
+            line = next((line for line in f if line.split(maxsplit=1)[0] == name), None)
+        if line is None:
+            return None
+        fields = [int(v) for v in line.split()[1:]]
     except (OSError, ValueError):
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
@@ -181,6 +188,16 @@ def pin_process(pid: int, cpus: set[int]) -> None:
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(int(task), cpus)
+
+
+def pin_clients() -> bool:
+    """Move this process to CLIENT_CPU (threads and processes it starts inherit it) when both
+    CLIENT_CPU and SERVER_CPU are usable, so that servers pinned to SERVER_CPU get a core of
+    their own; whether it did."""
+    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        return False
+    os.sched_setaffinity(0, {CLIENT_CPU})
+    return True
 
 
 def raise_fd_limit(wanted: int) -> tuple[int, int]:
@@ -228,14 +245,19 @@ def environment(worker_connections: int, *packages: str) -> dict[str, Any]:
 
 # -- the fake model in its own process ---------------------------------------------------------
 class FakeUpstreamProcess:
-    """`python -m <module> [command] --port P --<option> V ...` on a free port, ended by stop()."""
+    """`python -m <module> [command] --port P --<option> V ...` on a free port, ended by stop().
+
+    Ready once GET `ready_path` answers JSON (the fake's stats; another module, its own path).
+    """
 
     def __init__(self, workdir: Path, module: str = "bench.fake_upstream", *,
-                 command: str | None = None, **options: float) -> None:
+                 command: str | None = None, ready_path: str = "/_fake/stats",
+                 **options: float | str) -> None:
         self.port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
         self.url = self.root_url + "/v1"
-        self.log_path = workdir / f"fake-upstream-{self.port}.log"
+        self.ready_path = ready_path
+        self.log_path = workdir / f"{module.rsplit('.', 1)[-1].replace('_', '-')}-{self.port}.log"
         flags = [part for name, value in options.items()
                  for part in (f"--{name.replace('_', '-')}", str(value))]
         self.argv = [sys.executable, "-m", module, *([command] if command else []),
@@ -244,20 +266,20 @@ class FakeUpstreamProcess:
         self._log: Any = None
 
     def start(self, timeout: float = 15.0) -> FakeUpstreamProcess:
-        """Start the process and wait until its /_fake/stats answers."""
+        """Start the process and wait until its `ready_path` answers."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(self.argv, cwd=ROOT, stdout=self._log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BenchError(f"the fake upstream exited early:\n{self.log()}")
+                raise BenchError(f"{self.argv[2]} exited early:\n{self.log()}")
             try:
-                get_json(self.root_url + "/_fake/stats", timeout=2)
+                get_json(self.root_url + self.ready_path, timeout=2)
                 return self
             except OSError:
                 time.sleep(0.1)
-        raise BenchError(f"the fake upstream did not answer within {timeout} s:\n{self.log()}")
+        raise BenchError(f"{self.argv[2]} did not answer within {timeout} s:\n{self.log()}")
 
     def stats(self) -> dict[str, Any]:
         """Every request the fake recorded, with its body."""
