@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bench.fake_upstream import interrupt_on_sigterm
-from bench.relay_client import RelayClient
+from bench.relay_client import TERMINAL_EVENTS, RelayClient
 from bench.relay_server import ROOT, RelayServer, free_port
 from bench.sse_client import SSEConnection
 from streaming.sse import decode_delta
@@ -342,9 +342,11 @@ class Tab:
         with self.conn:
             for event in self.conn:
                 now = time.monotonic()
-                if event.event != "delta":
+                if event.event in TERMINAL_EVENTS:
                     self.terminal, self.t_end = event.event, now
                     return
+                if event.event != "delta":
+                    continue  # a part of its own (`queued`): not the end
                 self.on_delta(decode_delta(event.data), now)
                 if now > deadline:
                     raise BenchError("the batch deadline passed mid-stream")
