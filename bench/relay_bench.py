@@ -69,6 +69,7 @@ from bench.sse_client import SSEParser
 from streaming.sse import decode_delta
 
 CAPACITY_GAP_MS = 50.0  # the most p99 added inter-token delay a level within capacity has
+OTHERS_WARN = 0.25  # a batch warns when processes not its own keep this many cores busy
 
 
 # -- one tab -----------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ class Bench(Rig):
         health_before = self.health() if side == "relay" else None
         pids = self.server_pids(side)
         cpu_before = [cpu_seconds(pid) for pid in pids]
-        clients_before = host_busy_seconds(CLIENT_CPU)
+        clients_before, host_before = host_busy_seconds(CLIENT_CPU), host_busy_seconds()
         fake_before, bench_before = cpu_seconds(self.fake.process.pid), own_cpu_seconds()
         started = time.monotonic()
         deadline = started + stream_s + BATCH_SLACK_S
@@ -324,7 +325,7 @@ class Bench(Rig):
         finish(zip(tabs, threads, strict=True), deadline, lambda tab: barrier.abort())
         self.reader.wait(tabs, deadline)
         cpu_after = [cpu_seconds(pid) for pid in pids]
-        clients_after = host_busy_seconds(CLIENT_CPU)
+        clients_after, host_after = host_busy_seconds(CLIENT_CPU), host_busy_seconds()
         fake_after, bench_after = cpu_seconds(self.fake.process.pid), own_cpu_seconds()
         window = time.monotonic() - started
         health_after = self.health() if side == "relay" else None
@@ -341,8 +342,16 @@ class Bench(Rig):
         result["server_core_share"] = server_cpu / window if server_cpu is not None else None
         busy = difference(clients_before, clients_after)
         result["client_core_share"] = busy / window if self.pinned and busy is not None else None
-        result["fake_cpu_s"] = difference(fake_before, fake_after)
+        result["fake_cpu_s"] = fake_cpu = difference(fake_before, fake_after)
         result["bench_cpu_s"] = bench_after - bench_before
+        host = difference(host_before, host_after)
+        ours = [server_cpu, fake_cpu, result["bench_cpu_s"]]
+        result["others_core_share"] = (None if host is None or None in ours
+                                       else max(0.0, host - sum(ours)) / window)
+        if (result["others_core_share"] or 0) > OTHERS_WARN:
+            result["warnings"].append(
+                f"other processes kept {result['others_core_share']:.2f} cores of the host busy "
+                "during the batch: its figures may be disturbed")
         if side == "relay":
             worker_pids = self.server.worker_pids()
             if worker_pids != [self.worker_pid]:
@@ -524,6 +533,8 @@ def render_side_by_side(settings: dict[str, Any], results: list[dict[str, Any]])
         ("SSE delta events per reply, median", lambda r: r["delta_events"]["median"], 0),
         ("upstream streams open at once, most", lambda r: r["peak_streams"], 0),
         ("CPU 1 busy (clients + fake) (%)", lambda r: pct(r["client_core_share"]), 0),
+        ("other processes, host busy (% of a core)",
+         lambda r: pct(r.get("others_core_share")), 0),
     ]
     lines = [f"Relay vs the floor (ratio = Relay / floor); model TTFT {s['first_token_delay_ms']:g}"
              f" ms, a token every {s['token_delay_ms']:g} ms", ""]
@@ -533,7 +544,7 @@ def render_side_by_side(settings: dict[str, Any], results: list[dict[str, Any]])
         floor = [value(r["floor"]) if r.get("floor") else None for r in results]
         rows.append([label, "Relay", *(fmt(v, 1, digits) for v in relay)])
         rows.append(["", "floor", *(fmt(v, 1, digits) for v in floor)])
-        if "busy" not in label:  # the clients' core is context, not a figure of the server
+        if "busy" not in label:  # the clients' core and the host are context, not figures
             rows.append(["", "ratio", *(ratio(a, b) for a, b in zip(relay, floor, strict=True))])
     rows.append(["streams ended `done`, text exact", "Relay",
                  *(f"{r['relay']['done']}/{r['streams']}" for r in results)])
