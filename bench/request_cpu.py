@@ -25,6 +25,8 @@ from bench.harness import (
     Rig,
     cpu_seconds,
     fmt,
+    host_busy_seconds,
+    own_cpu_seconds,
     pin_clients,
     pin_process,
     run,
@@ -123,10 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(IDLE_S)
         idle_rate = (rig.cpu() - before) / IDLE_S
         results["idle_worker_ms_per_s"] = idle_rate * 1000
+        assert rig.fake is not None and rig.fake.process is not None
+        ours = (rig.worker_pid, rig.fake.process.pid)
+        host, mine, started = host_busy_seconds(), own_cpu_seconds(), time.monotonic()
+        procs = [cpu_seconds(pid) or 0.0 for pid in ours]
         for name, send in (("404", not_found), ("post_json", post_json),
                            ("post_htmx", post_htmx), ("claim", claim)):
             print(f"measuring {name} x {n} ...", flush=True)
             results[name] = rig.measure(n, idle_rate, send)
+        busy = (host_busy_seconds() or 0.0) - (host or 0.0) - (own_cpu_seconds() - mine) - sum(
+            (cpu_seconds(pid) or 0.0) - before for pid, before in zip(ours, procs, strict=True))
+        results["others_core_share"] = max(0.0, busy) / (time.monotonic() - started)
 
     status = run(rig, measure)
     if "claim" in results:
@@ -136,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 ["GET /messages/<id>/stream (claim; 1-token reply to `done`)", "claim"]]
         print(f"\nRelay worker CPU per request at idle: {n} sequential requests of each kind; "
               f"idle worker {results['idle_worker_ms_per_s']:.2f} ms/s subtracted; "
-              f"{'server on CPU 0, client on CPU 1' if rig.pinned else 'not pinned'}")
+              f"{'server on CPU 0, client on CPU 1' if rig.pinned else 'not pinned'}; "
+              f"other processes kept {results['others_core_share'] * 100:.0f} % of a core busy")
         print("\n".join(table(
             ["request", "CPU/request (ms)", "wall median (ms)", "x 404"],
             [[label, fmt(results[key]["cpu_ms_per_request"], 1, 2),
