@@ -28,7 +28,11 @@ def events(chunks: Iterable[bytes]) -> Iterator[bytes]:
     skipped; a last event without its blank line still counts)."""
     pending = b""
     data: list[bytes] = []
-    for chunk in _ended(chunks):
+    # Read by hand, not through a wrapping generator: returning at [DONE] must leave the
+    # byte stream open, so the caller can read the rest and reuse the connection.
+    source = iter(chunks)
+    while True:
+        chunk = next(source, None)
         if chunk is None:  # the end: whatever is left is the last line
             lines, pending = [*_split(pending), b""], b""
         else:
@@ -48,17 +52,14 @@ def events(chunks: Iterable[bytes]) -> Iterator[bytes]:
             elif line.startswith(b"data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(b" ") else value)
+        if chunk is None:
+            return
 
 
 def _split(text: bytes) -> list[bytes]:
     if b"\r" in text:
         text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return text.split(b"\n")
-
-
-def _ended(chunks: Iterable[bytes]) -> Iterator[bytes | None]:
-    yield from chunks
-    yield None
 
 
 def chunks(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:

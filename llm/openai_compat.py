@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import gevent
 import httpx2
 import openai
 
@@ -23,6 +24,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK refuses to start without one.
 PLACEHOLDER_API_KEY = "unused"
 MAX_SERVER_MESSAGE_CHARS = 200
+DRAIN_TIMEOUT_S = 0.5
 
 _SK_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{3,}")
 _BEARER = re.compile(r"(?i)\bbearer\s+\S+")
@@ -78,7 +80,8 @@ class OpenAICompatProvider:
         try:
             response = self._client.post("/chat/completions", body=body,
                                          cast_to=httpx2.Response, stream=True)
-            for event in chat_sse.chunks(response.iter_bytes()):
+            raw = response.iter_bytes()
+            for event in chat_sse.chunks(raw):
                 if event.get("usage") is not None:
                     usage = _usage_dict(event["usage"])
                 # The usage event has `choices == []`; some servers send null there instead.
@@ -95,6 +98,7 @@ class OpenAICompatProvider:
                         yield Chunk(text=text)
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
+            _drain(raw)
         except openai.APIStatusError as err:
             raise self._fail(err, self._status_error(err)) from None
         except (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError) as err:
@@ -212,6 +216,15 @@ class OpenAICompatProvider:
         log.warning("model %s failed: %s [%s]", self.model, error.reason,
                     _cause_name(err) if err is not None else "no finish reason")
         return error
+
+
+def _drain(raw: Iterator[bytes]) -> None:
+    """Read what follows `[DONE]` (the end of the chunked body, already on its way), so the
+    connection goes back to the pool for the next reply instead of being closed; a server
+    that keeps the body open is not waited for."""
+    with gevent.Timeout(DRAIN_TIMEOUT_S, False):
+        for _ in raw:
+            pass
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:

@@ -541,3 +541,13 @@ def test_fake_sustains_many_concurrent_streams():
         assert all(r.endswith("data: [DONE]\n\n") and r.count("w9 ") == 1 for r in results)
         assert up.max_active_streams >= 100
         assert all(up.wait_for_outcome(r, PATIENCE_S) == "complete" for r in up.requests)
+
+
+def test_replies_one_after_another_reuse_the_connection(fake, provider):
+    fake.enqueue(Reply.words("first reply"), Reply.words("second reply"),
+                 Reply.words("third reply"))
+    for _ in range(3):
+        chunks, err = collect(provider.stream(HISTORY))
+        assert err is None and chunks[-1].finish_reason == "stop"
+    peers = [r.peer for r in list(fake.requests)[-3:]]
+    assert len(set(peers)) == 1, peers  # one TCP connection, no handshake per reply
