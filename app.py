@@ -64,6 +64,9 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # One line per model request is noise (and CPU) on the hot path; failures are
+        # logged by the provider with their reason.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     return app
 
 
