@@ -95,7 +95,7 @@ class Config:
     # event loop wakes more than MAX_LOOP_LAG_MS late (0: ignored), new replies wait in a
     # queue (their tab shows how many are ahead); past MAX_QUEUED waiting, new prompts get
     # a 503 with Retry-After.
-    MAX_GENERATIONS = _int("MAX_GENERATIONS", 80)
+    MAX_GENERATIONS = _int("MAX_GENERATIONS", 200)
     MAX_LOOP_LAG_MS = _int("MAX_LOOP_LAG_MS", 100)
     MAX_QUEUED = _int("MAX_QUEUED", 200)
 
