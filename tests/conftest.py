@@ -12,7 +12,7 @@ import pytest
 
 from app import create_app
 from bench.fake_upstream import FakeUpstream, Reply, default_reply
-from bench.relay_server import RelayServer
+from bench.relay_server import ROOT, RelayServer
 from bench.sse_client import Event, SSEParser
 from config import TestConfig
 from models import db
@@ -84,6 +84,25 @@ def send(client, token: str, thread_id: int, content: str = "Hello") -> dict:
                            headers={"X-CSRF-Token": token, **JSON})
     assert response.status_code == 201, response.text
     return response.json
+
+
+def stored_text(database_url: str, message_id: int) -> str:
+    """What the database holds of a reply, read straight from its tables (any database):
+    its content, then its deltas in order."""
+    from sqlalchemy import create_engine, text
+
+    from app import database_url as sqlalchemy_url
+
+    engine = create_engine(sqlalchemy_url(database_url, ROOT))
+    try:
+        with engine.connect() as conn:
+            content = conn.execute(text("SELECT content FROM messages WHERE id = :id"),
+                                   {"id": message_id}).scalar_one()
+            deltas = conn.execute(text("SELECT text FROM stream_deltas WHERE message_id = :id "
+                                       "ORDER BY start"), {"id": message_id}).scalars()
+            return content + "".join(deltas)
+    finally:
+        engine.dispose()
 
 
 def sse_events(body: bytes) -> list[Event]:

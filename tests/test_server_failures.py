@@ -14,6 +14,7 @@ from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reply
 from streaming.sse import decode_delta
 
+from .conftest import stored_text
 from .test_server_streaming import terminal, wait_for
 
 pytestmark = pytest.mark.server
@@ -174,17 +175,6 @@ def sqlite_message(relay, message_id: int) -> tuple[str, str]:
                           (message_id,)).fetchone()
 
 
-def persisted_text(relay, message_id: int) -> str:
-    """What the database holds of a reply: its content, then its deltas in order."""
-    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        (content,) = db.execute("SELECT content FROM messages WHERE id = ?",
-                                (message_id,)).fetchone()
-        deltas = db.execute('SELECT text FROM stream_deltas WHERE message_id = ? '
-                            'ORDER BY start', (message_id,)).fetchall()
-    return content + "".join(text for (text,) in deltas)
-
-
 def test_sigkill_mid_reply_is_marked_interrupted_with_the_flushed_text(server_factory,
                                                                        upstream):
     relay = server_factory(**CRASH_ENV)
@@ -194,7 +184,8 @@ def test_sigkill_mid_reply_is_marked_interrupted_with_the_flushed_text(server_fa
                                                                           token_delay_s=0.02)))
     reply_id = sent["assistant_message"]["id"]
     seen, _, _ = read_reply(browser.stream(sent["stream_url"]), stop_after=40)
-    flushed = wait_for(lambda: len(text := persisted_text(relay, reply_id)) >= 40 and text)
+    database = relay.env["DATABASE_URL"]
+    flushed = wait_for(lambda: len(text := stored_text(database, reply_id)) >= 40 and text)
     (worker,) = relay.worker_pids()
     os.kill(worker, signal.SIGKILL)
     killed = time.monotonic()

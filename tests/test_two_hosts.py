@@ -21,6 +21,7 @@ from bench.sse_client import SSEConnection
 from streaming.sse import decode_delta
 from tests.dom import Dom
 
+from .conftest import stored_text
 from .test_server_failures import read_to_end
 from .test_server_followers import open_socket
 from .test_server_streaming import TRICKY, terminal, wait_for
@@ -131,18 +132,6 @@ class Driver(threading.Thread):
     @property
     def text(self) -> str:
         return "".join(self.parts)
-
-
-def persisted_text(database_url: str, message_id: int) -> str:
-    """What PostgreSQL holds of a reply: its content, then its deltas in order."""
-    import psycopg
-
-    with psycopg.connect(database_url) as conn:
-        (content,) = conn.execute("SELECT content FROM messages WHERE id = %s",
-                                  (message_id,)).fetchone()
-        deltas = conn.execute("SELECT text FROM stream_deltas WHERE message_id = %s "
-                              "ORDER BY start", (message_id,)).fetchall()
-    return content + "".join(text for (text,) in deltas)
 
 
 def hubs_by_worker(server, samples: int = 40) -> dict[int, dict]:
@@ -326,7 +315,7 @@ def test_a_killed_hosts_reply_is_interrupted_by_the_other_and_continued_there(
             seen.append(decode_delta(event.data))
             if len(seen) == 30:
                 break
-        flushed = wait_for(lambda: len(t := persisted_text(postgres_url, reply_id)) >= 40 and t)
+        flushed = wait_for(lambda: len(t := stored_text(postgres_url, reply_id)) >= 40 and t)
         os.killpg(victim.process.pid, signal.SIGKILL)  # the master and both workers
         killed = time.monotonic()
     victim.process.wait(10)
