@@ -157,6 +157,8 @@ class BrokerHub(InProcessHub):
     def start(self) -> None:
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._run)
+        if self.degraded and self.watcher is not None:
+            self.watcher.start()  # until the broker first answers, as while it is away
 
     def stop(self) -> None:
         if self._sender is not None:
