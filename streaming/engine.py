@@ -78,7 +78,7 @@ class ReplyEngine:
             on_finalized=self._forget,
             on_cancel=self._cancel_local)
         self._headless: set[gevent.Greenlet] = set()
-        self.loop_lag = LoopLag(then=self._admit_if_waiting)
+        self.loop_lag = LoopLag(then=self._admit_waiting)
         self.admission = Admission(
             max_running=config["MAX_GENERATIONS"], max_queued=config["MAX_QUEUED"],
             max_lag_s=config["MAX_LOOP_LAG_MS"] / 1000, lag=self.loop_lag,
@@ -116,10 +116,6 @@ class ReplyEngine:
                 log.warning("starting queued message %s failed, will retry: %s",
                             message_id, err)
                 return
-
-    def _admit_if_waiting(self) -> None:
-        if self.admission.waiting:
-            self._admit_waiting()
 
     def claim_and_start(self, message_id: int) -> Generation | None:
         """Claim a pending reply and generate it here; None when someone else has it."""

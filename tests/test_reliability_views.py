@@ -587,5 +587,5 @@ def test_a_reply_whose_start_finds_the_database_saturated_keeps_its_turn(app, mo
     relay.claim_or_queue(43)
     assert attempts == [42, 42]  # 42 failed twice and is still first: 43 waits behind it
     assert list(relay.admission.waiting) == [42, 43]
-    relay._admit_if_waiting()  # what the event-loop tick does every 50 ms
+    relay._admit_waiting()  # what the event-loop tick does every 50 ms
     assert attempts == [42, 42, 42, 43] and not relay.admission.waiting

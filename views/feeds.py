@@ -60,7 +60,6 @@ class ThreadFeed:
                  environ: dict[str, Any], render: Renderer) -> None:
         self.thread_id = thread_id
         self.followers: set[Follower] = set()
-        self.frames_rendered = 0
         self._stopped = False
         self._subscription = subscription
         self._app = app
@@ -86,7 +85,6 @@ class ThreadFeed:
         with self._app.request_context(dict(self._environ)):
             frames = {readonly: self._render(self.thread_id, events, readonly)
                       for readonly in kinds}
-        self.frames_rendered += len(frames)
         for follower in list(self.followers):
             frame = frames.get(follower.readonly)
             if frame:
