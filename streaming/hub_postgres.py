@@ -63,13 +63,16 @@ class PostgresHub(BrokerHub):
 
     def _send(self, items: list[tuple[str, str]]) -> None:
         with self._publish_lock:
-            if self._publisher is None or self._publisher.closed:
-                self._publisher = self._open()
+            conn = self._publisher
+            if conn is None or conn.closed:
+                conn = self._publisher = self._open()
             try:
-                self._publisher.execute(NOTIFY_MANY, ([n for n, _ in items],
-                                                      [p for _, p in items]))
+                conn.execute(NOTIFY_MANY, ([n for n, _ in items], [p for _, p in items]))
             except psycopg.Error:
-                conn, self._publisher = self._publisher, None
+                # The listener may have dropped the connection meanwhile (`_close`): only
+                # forget it if it is still this one.
+                if self._publisher is conn:
+                    self._publisher = None
                 conn.close()
                 raise
 

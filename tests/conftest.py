@@ -224,7 +224,7 @@ SERVER_ENV = {
 @pytest.fixture(scope="module")
 def server_factory(tmp_path_factory, upstream):
     """Start Relay servers with extra settings; all are stopped after the module."""
-    started: list[RelayServer] = []
+    started: list[RelayServer] = _RUNNING_SERVERS
 
     def start(database_url: str | None = None, *, workers: int = 1, **env: str) -> RelayServer:
         workdir = tmp_path_factory.mktemp("relay")
@@ -237,6 +237,22 @@ def server_factory(tmp_path_factory, upstream):
     yield start
     for server in started:
         server.stop()
+    started.clear()
+
+
+# Servers of the running module: a failing test's report carries the end of their logs.
+_RUNNING_SERVERS: list[RelayServer] = []
+LOG_TAIL_LINES = 80
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when == "call":
+        for server in _RUNNING_SERVERS:
+            tail = "\n".join(server.log().splitlines()[-LOG_TAIL_LINES:])
+            report.sections.append((f"Relay log ({server.base_url})", tail))
 
 
 @pytest.fixture(scope="module")

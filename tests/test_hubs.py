@@ -182,6 +182,35 @@ def test_stop_reaches_the_worker_that_generates_through_a_callback(broker_pair):
     subscription.close()
 
 
+def test_a_postgres_publisher_dropped_by_the_listener_mid_send_fails_cleanly(postgres_url):
+    import psycopg
+
+    publisher, listener = postgres_pair(postgres_url)
+    try:
+        publisher._send([("relay-test:warm", "{}")])  # opens the publishing connection
+        real = publisher._publisher
+
+        class DroppedMidSend:  # the listener's `_close` runs while this send waits
+            closed = False
+
+            def execute(self, *args):
+                publisher._close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+            def close(self):
+                self.closed = True
+
+        publisher._publisher = dropped = DroppedMidSend()
+        with pytest.raises(psycopg.OperationalError):  # the broker's error, not AttributeError
+            publisher._send([("relay-test:x", "{}")])
+        assert dropped.closed and publisher._publisher is None
+        real.close()
+        publisher._send([("relay-test:x", "{}")])  # and the next send reconnects
+    finally:
+        publisher.stop()
+        listener.stop()
+
+
 def test_a_broker_that_is_away_degrades_to_local_delivery_and_the_watcher(engine):
     from bench.relay_server import free_port
 

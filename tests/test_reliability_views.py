@@ -559,6 +559,7 @@ def test_a_database_gone_at_the_end_of_a_stream_ends_it_for_a_reconnect_not_a_tr
         raise OperationalError("SELECT", {}, Exception("server closed the connection"))
 
     monkeypatch.setattr(views.stream, "_terminal_event", unreachable)
+    monkeypatch.setattr(views.stream, "TERMINAL_WAIT_S", 0.5)
     response = client.get(f"/messages/{reply_id}/stream")
     assert response.status_code == 200
     events = sse_events(response.data)
@@ -568,6 +569,28 @@ def test_a_database_gone_at_the_end_of_a_stream_ends_it_for_a_reconnect_not_a_tr
     again = sse_events(client.get(f"/messages/{reply_id}/stream",
                                   headers={"Last-Event-ID": "10"}).data)
     assert [e.event for e in again] == ["done"]
+
+
+def test_a_database_away_for_a_moment_at_the_end_of_a_stream_still_ends_it(
+        app, client, thread_id, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    import views.stream
+
+    reply_id = add_reply(app, thread_id, "complete", content="All of it.")
+    real, calls = views.stream._terminal_event, []
+
+    def away_twice(message_id):
+        calls.append(message_id)
+        if len(calls) <= 2:
+            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return real(message_id)
+
+    monkeypatch.setattr(views.stream, "_terminal_event", away_twice)
+    events = sse_events(client.get(f"/messages/{reply_id}/stream").data)
+    assert decoded(events) == "All of it."
+    assert [e.event for e in events if e.event != "delta"] == ["done"]
+    assert len(calls) == 3
 
 
 def test_a_reply_whose_start_finds_the_database_saturated_keeps_its_turn(app, monkeypatch):

@@ -56,10 +56,12 @@ def test_postgres_connections_killed_mid_reply_lose_nothing(server_factory, post
                 killed.append(len(rows))
                 time.sleep(0.4)
 
-    assert stream_while(browser, sent, outage) == (text, "done")
-    assert sum(killed) > 0  # connections really were cut
+    streamed = stream_while(browser, sent, outage)
     message = terminal(browser, sent["assistant_message"]["id"])
-    assert (message["status"], message["content"]) == ("complete", text)
+    # The stored end first: a failed run says whether the reply or only its stream broke.
+    assert (message["status"], message["error"], message["content"]) == ("complete", None, text)
+    assert streamed == (text, "done")
+    assert sum(killed) > 0  # connections really were cut
 
 
 def test_sqlite_locked_by_another_process_mid_reply_loses_nothing(server_factory, upstream):
@@ -79,7 +81,8 @@ def test_sqlite_locked_by_another_process_mid_reply_loses_nothing(server_factory
         blocker.rollback()
         blocker.close()
 
-    assert stream_while(browser, sent, outage) == (text, "done")
+    streamed = stream_while(browser, sent, outage)
     message = terminal(browser, sent["assistant_message"]["id"])
-    assert (message["status"], message["content"]) == ("complete", text)
+    assert (message["status"], message["error"], message["content"]) == ("complete", None, text)
+    assert streamed == (text, "done")
     assert "delta writer commit failed" in relay.log()  # the outage really hit the writer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from flask import (
@@ -29,6 +30,7 @@ bp = Blueprint("stream", __name__)
 TERMINAL_EVENTS = {"complete": "done", "error": "error", "aborted": "aborted",
                    "interrupted": "error"}
 MAX_CURSOR_DIGITS = 12
+TERMINAL_WAIT_S = 10.0  # how long a finished stream waits for the database to render its end
 
 
 def cursor_from_request() -> int:
@@ -83,17 +85,33 @@ def _events(items: Iterator) -> Iterator[str]:
             # No id: the cursor counts text only. The data is HTML text for the status label.
             yield str(ServerSentEvent(data=escape(queued_label(item.ahead)), event="queued"))
         elif isinstance(item, Terminal):
-            try:
-                terminal = _terminal_event(item.message_id)
-            except (DBAPIError, PoolTimeout) as err:
-                # The database is away for a moment: end the stream; the browser reconnects
-                # with its Last-Event-ID and gets the end then, with nothing missed.
-                current_app.logger.warning("stream of message %s ended early: %s",
-                                           item.message_id, err)
-                db.session.rollback()
-                return
-            yield str(terminal)
+            yield from _terminal_events(item.message_id)
             return
+
+
+def _terminal_events(message_id: int) -> Iterator[str]:
+    """The terminal event, once the database answers; keep-alives while it is away.
+
+    A database that stays away longer than TERMINAL_WAIT_S ends the stream without it: the
+    browser reconnects with its Last-Event-ID and gets the end then, with nothing missed.
+    """
+    deadline = time.monotonic() + TERMINAL_WAIT_S
+    pause = 0.1
+    while True:
+        try:
+            terminal = _terminal_event(message_id)
+        except (DBAPIError, PoolTimeout) as err:
+            db.session.rollback()
+            if time.monotonic() + pause > deadline:
+                current_app.logger.warning("stream of message %s ended early: %s",
+                                           message_id, err)
+                return
+            yield comment()
+            time.sleep(pause)  # cooperative under gevent
+            pause = min(pause * 2, 1.0)
+            continue
+        yield str(terminal)
+        return
 
 
 def queued_label(ahead: int) -> str:
