@@ -179,17 +179,20 @@ def test_reload_mid_stream_renders_persisted_text_and_resumes_exactly_from_it(se
         page = browser.request("GET", f"/threads/{thread}").text
         found = re.search(
             rf'<article[^>]*id="message-{reply_id}"[^>]*sse-connect="([^"]+)"[^>]*>.*?'
-            r'<div class="message-body is-plain"[^>]*>(.*?)</div>', page, re.S)
+            r'<div class="message-body is-markdown" data-end="(\d+)"[^>]*>(.*?)</div>',
+            page, re.S)
         if found is None:
             break  # finished: the page shows the final message, with no stream to resume
-        stream_url, shown = html.unescape(found.group(1)), html.unescape(found.group(2))
+        stream_url, rendered = html.unescape(found.group(1)), int(found.group(2))
+        shown = html.unescape(re.sub(r"<[^>]+>", "", found.group(3)))
         after = int(re.search(r"after=(\d+)", stream_url).group(1))
-        assert after == len(shown)  # the cursor is exactly what the page shows
+        assert after == rendered  # the cursor is exactly what the page shows...
+        assert shown.split() == text[:after].split()  # ...rendered from that very text
         resumed_from.add(after)
         rest, end_event, _ = read_reply(browser.stream(stream_url), stop_after=3)
-        assert text.startswith(shown + rest)
+        assert text[after:].startswith(rest)
         if end_event is not None:
-            assert shown + rest == text
+            assert text[:after] + rest == text
             break
     assert len(resumed_from) >= 3  # reloaded at several points mid-reply
     assert terminal(browser, reply_id)["content"] == text

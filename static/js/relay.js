@@ -52,30 +52,102 @@
     return decoder.value;
   }
 
-  // .message-body -> {text: received but not yet shown, since: when it began waiting}
-  var queues = new Map();
+  // -- live markdown in the streaming tab ----------------------------------------------------
+  // A reply's body holds the server's rendering of its first `base` code points (the same
+  // renderer and sanitiser as the finished reply), then the text received after it, shown
+  // as plain text inside the rendering's last block. Each newer rendering the websocket
+  // brings replaces both once the text shown has reached it, so markdown appears live and
+  // the finished reply's swap changes at most the last few words.
+  var BLOCKS = /^(P|H[1-6]|LI|UL|OL|BLOCKQUOTE|PRE|CODE|TABLE|THEAD|TBODY|TR|TD|TH|DIV)$/;
+
+  function codePoints(text) { // the server counts offsets in code points, not UTF-16 units
+    var n = 0;
+    for (var i = 0; i < text.length; i++) {
+      var code = text.charCodeAt(i);
+      if (code < 0xdc00 || code > 0xdfff) n++;
+    }
+    return n;
+  }
+  function afterCodePoints(text, count) { // `text` without its first `count` code points
+    var i = 0;
+    while (count > 0 && i < text.length) {
+      var code = text.charCodeAt(i);
+      i += code >= 0xd800 && code <= 0xdbff ? 2 : 1;
+      count--;
+    }
+    return text.slice(i);
+  }
+  // Where text that follows a rendering goes: into its last block, after the whitespace
+  // the rendering swallowed (data-trail), or into a new paragraph after a blank line.
+  function startTail(body) {
+    var el = body;
+    while (el.lastElementChild && BLOCKS.test(el.lastElementChild.tagName)) el = el.lastElementChild;
+    var trail = body.getAttribute("data-trail");
+    var code = el.closest("pre");
+    var node = document.createTextNode(trail === "space" && !code ? " " : "");
+    if (trail === "block" && !code && el !== body) {
+      var para = document.createElement("p");
+      body.appendChild(para);
+      el = para;
+    }
+    el.appendChild(node);
+    return node;
+  }
+
+  // .message-body -> its live state: base (code points rendered), shown (text after base
+  // on screen), tail (the text node showing it), queued (received, not yet shown), since
+  // (when the queue began waiting), frame (a newer rendering waiting for the text to reach it)
+  var bodies = new Map();
+  function liveBody(body) {
+    var st = bodies.get(body);
+    if (!st) {
+      st = { base: parseInt(body.getAttribute("data-end") || "0", 10) || 0, shown: "",
+             tail: null, queued: "", since: 0, frame: null };
+      bodies.set(body, st);
+    }
+    return st;
+  }
+  function showTail(body, st, text) {
+    if (!st.tail || !st.tail.isConnected) st.tail = startTail(body);
+    st.tail.appendData(text);
+    st.shown += text;
+  }
+  function applyFrame(body, st) {
+    var frame = st.frame;
+    if (!frame || frame.end - st.base > codePoints(st.shown)) return; // text not there yet
+    st.frame = null;
+    var rest = afterCodePoints(st.shown, frame.end - st.base);
+    body.innerHTML = frame.html; // the server's sanitised rendering of this very text
+    if (frame.trail) body.setAttribute("data-trail", frame.trail);
+    else body.removeAttribute("data-trail");
+    st.base = frame.end;
+    st.shown = "";
+    st.tail = null;
+    if (rest) showTail(body, st, rest);
+  }
+
   var animating = false;
   function reveal() {
     animating = false;
     var now = performance.now();
-    queues.forEach(function (queued, body) {
-      if (!body.isConnected || !queued.text) { queues.delete(body); return; }
-      var pending = queued.text;
-      // Smooth while keeping up; all at once when frames are late (hidden or busy tab).
-      var late = document.hidden || now - queued.since > MAX_TRAIL_MS;
-      var cut = late ? pending.length : Math.max(1, Math.ceil(pending.length / DRAIN_FRAMES));
-      var code = pending.charCodeAt(cut - 1); // never split a surrogate pair
-      if (code >= 0xd800 && code <= 0xdbff) cut += 1;
-      body.appendChild(document.createTextNode(pending.slice(0, cut)));
-      body.normalize();
-      if (cut < pending.length) {
-        queues.set(body, { text: pending.slice(cut), since: queued.since });
-      } else {
-        queues.delete(body);
+    bodies.forEach(function (st, body) {
+      if (!body.isConnected) { bodies.delete(body); return; }
+      var pending = st.queued;
+      if (pending) {
+        // Smooth while keeping up; all at once when frames are late (hidden or busy tab).
+        var late = document.hidden || now - st.since > MAX_TRAIL_MS;
+        var cut = late ? pending.length : Math.max(1, Math.ceil(pending.length / DRAIN_FRAMES));
+        var code = pending.charCodeAt(cut - 1); // never split a surrogate pair
+        if (code >= 0xd800 && code <= 0xdbff) cut += 1;
+        st.queued = pending.slice(cut);
+        showTail(body, st, pending.slice(0, cut));
       }
+      applyFrame(body, st);
     });
     followScroll();
-    if (queues.size) schedule();
+    var waiting = false;
+    bodies.forEach(function (st) { if (st.queued || st.frame) waiting = true; });
+    if (waiting) schedule();
   }
   function schedule() {
     if (animating) return;
@@ -84,6 +156,18 @@
     var once = function () { if (!ran) { ran = true; reveal(); } };
     window.requestAnimationFrame(once);
     setTimeout(once, MAX_TRAIL_MS / 2); // animation frames can stall; text must not
+  }
+
+  // A newer rendering of a reply this tab streams itself (from the websocket): keep it
+  // until the text shown reaches it.
+  function offerFrame(body, incomingBody) {
+    var end = parseInt(incomingBody.getAttribute("data-end") || "", 10);
+    if (isNaN(end)) return;
+    var st = liveBody(body);
+    if (end <= (st.frame ? st.frame.end : st.base)) return; // not newer than what we have
+    st.frame = { html: incomingBody.innerHTML, end: end,
+                 trail: incomingBody.getAttribute("data-trail") };
+    schedule();
   }
 
   function markStreaming(article) {
@@ -109,9 +193,9 @@
     evt.preventDefault(); // we append the text ourselves, at a pace the eye can follow
     markStreaming(article);
     rememberCursor(article.closest("[sse-connect]"), message.lastEventId);
-    var queued = queues.get(body);
-    queues.set(body, { text: (queued ? queued.text : "") + decodeText(message.data),
-                       since: queued ? queued.since : performance.now() });
+    var st = liveBody(body);
+    if (!st.queued) st.since = performance.now();
+    st.queued += decodeText(message.data);
     schedule();
   });
 
@@ -160,6 +244,14 @@
       evt.preventDefault();
     }
   });
+  // A poll that could not reach the server (a network that flapped without the browser
+  // noticing) tries again shortly instead of stopping for good.
+  document.addEventListener("htmx:sendError", function (evt) {
+    var el = evt.detail.elt;
+    var trigger = el && el.getAttribute("hx-trigger");
+    if (!trigger || trigger.indexOf("relay:resume") < 0) return;
+    setTimeout(function () { if (el.isConnected) htmx.trigger(el, "relay:resume"); }, 1000);
+  });
   window.addEventListener("online", function () {
     document.querySelectorAll('[hx-trigger*="relay:resume"]').forEach(function (el) {
       htmx.trigger(el, "relay:resume");
@@ -191,11 +283,15 @@
       });
       return;
     }
-    // This tab streams that reply itself, token by token: only its end may replace it.
+    // This tab streams that reply itself, token by token: only its end may replace it;
+    // a rendering on the way shows its markdown.
     var incoming = incomingArticle(fragment);
     if (target && target.hasAttribute("sse-connect") && incoming &&
         TERMINAL.indexOf(incoming.getAttribute("data-status")) < 0) {
       evt.detail.shouldSwap = false;
+      var body = target.querySelector(".message-body.is-markdown");
+      var incomingBody = incoming.querySelector(".message-body.is-markdown");
+      if (body && incomingBody) offerFrame(body, incomingBody);
     }
   });
 

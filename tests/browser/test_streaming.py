@@ -171,8 +171,8 @@ def test_network_cut_mid_reply_resumes_without_gap_or_repeat(new_context, proxy,
     assert proxy.cuts > 0
     assert len(set(shown[-20:])) == 1, "the text kept growing: the network was not cut"
     assert reply_state(page)["status"] in ACTIVE, "the reply ended before the network came back"
+    proxy.restore()  # the network first, then the browser notices it is back
     context.set_offline(False)
-    proxy.restore()
 
     (state, lengths), = follow({"asker": page}, check=check).values()
     assert state["status"] == "complete"
