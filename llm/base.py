@@ -17,6 +17,18 @@ class Chunk:
     usage: dict[str, Any] | None = None
 
 
+CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "
+                        "anything already written and do not comment on the interruption.")
+
+
+def continuation_request(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """For chat models without a native "go on": a history ending with a partial reply
+    gets a user message asking to continue it."""
+    if messages and messages[-1].get("role") == "assistant":
+        return [*messages, {"role": "user", "content": CONTINUE_INSTRUCTION}]
+    return messages
+
+
 class ProviderError(Exception):
     """A model failure to show the user; `reason` is short, user-facing and never holds a secret."""
 
@@ -54,7 +66,11 @@ class Provider(Protocol):
         """Stream the model's reply to `messages` as Chunks; every failure is a ProviderError.
 
         `messages` are {"role": "system" | "user" | "assistant", "content": str}, oldest
-        first. Returns a generator; nothing is sent upstream until it is first advanced.
+        first. When the last one is an assistant message, it is a reply that stopped part
+        way: the model is asked to go on from its last character (a provider that does
+        this exactly, with no repeat and no missing space at the seam, sets
+        `continues_exactly`; the engine joins the seam of the others).
+        Returns a generator; nothing is sent upstream until it is first advanced.
         It yields a Chunk with non-empty `text` for every piece of the reply as it arrives,
         and ends with at least one Chunk carrying `finish_reason` and/or `usage`.
 

@@ -67,11 +67,21 @@ class DemoProvider:
         self.token_delay_s = max(0.0, float(token_delay_s))
         self._sleep = sleep or _sleep
 
+    continues_exactly = True  # asked to go on, it writes the rest of its own reply
+
     def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
-        """Yield the reply one word (plus its trailing whitespace) at a time, then the usage."""
+        """Yield the reply one word (plus its trailing whitespace) at a time, then the usage.
+
+        A history ending with a partial reply gets the rest of that reply: the words after
+        the partial text (the whole reply again if the partial is not its start).
+        """
         prompt = next((m.get("content", "") for m in reversed(messages)
                        if m.get("role") == "user"), "")
         reply = demo_reply(prompt)
+        partial = messages[-1].get("content", "") if messages and \
+            messages[-1].get("role") == "assistant" else ""
+        if partial and reply.startswith(partial):
+            reply = reply[len(partial):]
         tokens = split_words(reply)
         seed = _digest(prompt)
         for i, token in enumerate(tokens):

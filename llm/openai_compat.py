@@ -16,7 +16,7 @@ import httpx2
 import openai
 
 from . import chat_sse
-from .base import Chunk, ProviderError
+from .base import Chunk, ProviderError, continuation_request
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ class OpenAICompatProvider:
         SDK's per-request payload transformation and its typed object per chunk.
         """
         body = {"model": self.model,
-                "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
+                "messages": [{"role": m["role"], "content": m["content"]}
+                             for m in continuation_request(messages)],
                 "stream": True, "stream_options": {"include_usage": True}}
         response: httpx2.Response | None = None
         got_text = False

@@ -14,6 +14,8 @@ from gevent.event import Event
 from llm import Provider, ProviderError
 from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
 
+from .seam import join_continuation
+
 log = logging.getLogger(__name__)
 
 INTERNAL_ERROR_REASON = "Relay hit an internal error while generating this reply."
@@ -192,6 +194,8 @@ def run_generation(generation: Generation, provider: Provider,
 def _stream_into(generation: Generation, provider: Provider,
                  history: list[dict[str, str]]) -> None:
     stream: Iterator = provider.stream(history)
+    if generation.start_offset and not getattr(provider, "continues_exactly", False):
+        stream = join_continuation(generation.text, stream)  # a continued reply's seam
     try:
         for chunk in stream:
             if generation.cancel_requested:

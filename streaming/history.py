@@ -29,11 +29,7 @@ def build_history(session: Session, message: Message, *, system_prompt: str | No
     return history
 
 
-CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "
-                        "anything already written and do not comment on the interruption.")
-
-
 def continuation(partial: str) -> list[dict[str, str]]:
-    """Messages asking the model to go on from a reply's partial text."""
-    return [{"role": "assistant", "content": partial},
-            {"role": "user", "content": CONTINUE_INSTRUCTION}]
+    """The partial reply as the history's last message: each provider asks its model to go
+    on from it in its own way (llm.base.Provider.stream)."""
+    return [{"role": "assistant", "content": partial}]

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from config import TestConfig
-from llm.demo import demo_reply
+from llm.demo import demo_reply, split_words
 from models import (
     ABORTED,
     COMPLETE,
@@ -29,7 +29,6 @@ from models import (
     db,
     utcnow,
 )
-from streaming.history import CONTINUE_INSTRUCTION
 from streaming.sse import decode_delta
 from tests.conftest import JSON, csrf_of, decoded, new_thread, sse_events
 from tests.dom import Dom
@@ -101,7 +100,7 @@ def test_continue_a_stopped_reply_streams_old_plus_new_text_exactly(app, client,
     events = sse_events(client.get(body["stream_url"]).data)
     assert events[-1].event == "done"
     new_text = decoded(events)
-    assert new_text == demo_reply(CONTINUE_INSTRUCTION)
+    assert new_text == demo_reply(PROMPT)  # not the demo's own start: it answers afresh
     offset = len(PARTIAL)  # each delta's id is the reply-wide offset right after it
     for event in events[:-1]:
         offset += len(decode_delta(event.data))
@@ -118,6 +117,21 @@ def test_continue_a_stopped_reply_streams_old_plus_new_text_exactly(app, client,
     assert decoded(from_start) == final.content
     assert from_start[-1].event == "done"
     assert from_start[-1].id == str(len(final.content))
+
+
+@pytest.mark.parametrize("words", [1, 7, 40])
+def test_continue_of_a_demo_reply_joins_it_exactly(app, client, token, thread_id, words):
+    whole = demo_reply(PROMPT)
+    partial = "".join(split_words(whole)[:words])
+    reply_id = add_reply(app, thread_id, "aborted", content=partial)
+
+    response = client.post(f"/messages/{reply_id}/continue",
+                           headers={"X-CSRF-Token": token, **JSON})
+    new_text = decoded(sse_events(client.get(response.json["stream_url"]).data))
+    # No instruction echoed, nothing repeated or missing at the seam: the reply it would
+    # have written without the stop.
+    assert partial + new_text == whole
+    assert stored(app, reply_id).content == whole
 
 
 def test_retry_of_a_failed_reply_without_text_answers_the_prompt_afresh(app, client, token,

@@ -72,10 +72,15 @@ def test_continue_after_stop_finishes_the_reply_without_repeating(page, model):
     def check(state):
         if state["status"] in ACTIVE:
             assert is_prefix(state["text"]), f"not a prefix: {state['text'][-80:]!r}"
+            assert not state["plain"], "the continued reply fell back to raw text"
 
     done = wait_for_reply(page, reply, ("complete",), check=check)
     assert done["text"].split() == EXPECTED.split()
     assert done["count"] == 1
+    # The seam: the stored reply is the old text and the model's continuation, exactly.
+    stored = page.request.get(f"/messages/{reply.removeprefix('message-')}",
+                              headers={"Accept": "application/json"}).json()
+    assert stored["content"] == EXPECTED
 
 
 FAILURES = {

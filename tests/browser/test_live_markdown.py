@@ -53,8 +53,9 @@ SAMPLER_JS = """(id) => {
         line: parseFloat(getComputedStyle(body).lineHeight) || 24,
       });
     }
-    if (!el || !['complete', 'error', 'aborted', 'interrupted'].includes(el.getAttribute('data-status'))
-        || window.__samples.filter(s => s.status === 'complete').length < 5) {
+    const ended = el && ['complete', 'error', 'aborted', 'interrupted']
+      .includes(el.getAttribute('data-status'));
+    if (!ended || window.__samples.filter(s => s.status === 'complete').length < 5) {
       requestAnimationFrame(sample);
     }
   };
@@ -62,8 +63,10 @@ SAMPLER_JS = """(id) => {
 }"""
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 900}, {"width": 390, "height": 844}],
-                         ids=["desktop", "phone"])
+VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS.values(), ids=VIEWPORTS.keys())
 def test_the_sender_sees_markdown_live_and_no_jump_at_the_end(new_context, upstream, viewport):
     page = new_context(viewport=viewport).new_page()
     new_thread(page)
