@@ -306,6 +306,42 @@
     copies.forEach(function (c) { if (c !== keep) c.remove(); });
   });
 
+  // -- screen readers: a reply is announced once, when it ends --------------------------------
+  var ANNOUNCED_CHARS = 600;
+  var seenActive = new Set();
+  function noteActive(root) {
+    (root.querySelectorAll ? root : document).querySelectorAll(
+      'article.message[data-role="assistant"]').forEach(function (article) {
+      if (article.matches(ACTIVE)) seenActive.add(article.id);
+    });
+  }
+  function announceEnd(article) {
+    if (!seenActive.has(article.id)) return; // ended before this tab saw it run: no news
+    var status = article.getAttribute("data-status");
+    if (TERMINAL.indexOf(status) < 0) return;
+    seenActive.delete(article.id);
+    var announcer = document.getElementById("reply-announcer");
+    if (!announcer) return;
+    var body = article.querySelector(".message-body");
+    var error = article.querySelector(".message-error");
+    var text = (body ? body.textContent : "").replace(/\s+/g, " ").trim();
+    if (text.length > ANNOUNCED_CHARS) text = text.slice(0, ANNOUNCED_CHARS) + "…";
+    var heads = { complete: "Reply finished. ", aborted: "Reply stopped. ",
+                  error: "Reply failed. ", interrupted: "Reply interrupted. " };
+    announcer.textContent = heads[status] + (status === "complete" ? text :
+      (error ? error.textContent.trim() : ""));
+  }
+  document.addEventListener("htmx:load", function (evt) {
+    var el = evt.detail.elt;
+    if (!el || !el.matches) return;
+    if (el.matches('article.message[data-role="assistant"]')) {
+      if (el.matches(ACTIVE)) seenActive.add(el.id);
+      else announceEnd(el);
+    } else {
+      noteActive(el);
+    }
+  });
+
   document.addEventListener("htmx:afterSwap", followScroll);
   document.addEventListener("htmx:sseMessage", followScroll);
 

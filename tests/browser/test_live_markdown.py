@@ -101,3 +101,27 @@ def test_the_sender_sees_markdown_live_and_no_jump_at_the_end(new_context, upstr
     assert abs(first_done["top"] - last["top"]) <= 1
     final = page.locator(f"#{article} .message-body")
     assert final.locator("h2").count() == 1 and final.locator("table").count() == 1
+
+
+def test_screen_readers_hear_a_finished_reply_once_not_every_word(new_context, upstream):
+    page = new_context().new_page()
+    new_thread(page)
+    text = "Short answer with a few words for the screen reader to announce."
+    # Every change of the announcer's text, from the page's side.
+    page.evaluate("""() => {
+      window.__announced = [];
+      const target = document.getElementById('reply-announcer');
+      new MutationObserver(() => window.__announced.push(target.textContent))
+        .observe(target, {childList: true, characterData: true, subtree: true});
+    }""")
+    assert page.locator("#messages").get_attribute("aria-live") is None
+    article = send_prompt(page, upstream.script(Reply.words(text, token_delay_s=0.05)))
+    wait_until(lambda: page.locator(f"#{article}").get_attribute("data-status") == "streaming",
+               what="the reply streaming")
+    assert page.locator(f"#{article}").get_attribute("aria-busy") == "true"
+    wait_for_reply(page, article, ("complete",))
+    assert page.locator(f"#{article}").get_attribute("aria-busy") is None
+    wait_until(lambda: page.evaluate("window.__announced.length") > 0, what="an announcement")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__announced") == [f"Reply finished. {text}"]
+    assert page.locator("#reply-announcer").get_attribute("role") == "status"
