@@ -209,7 +209,6 @@ def test_copy_buttons_copy_the_reply_markdown_the_prompt_and_the_code(new_contex
     code_button = head.locator("button[data-action=copy-code]")
     code_button.click()
     wait_until(lambda: clipboard(page) == CODE, what="the code in the clipboard")
-    wait_until(lambda: code_button.inner_text() == "Copied", what="the button to say Copied")
     wait_until(lambda: page.locator("[role=status]", has_text="Copied").count() == 1,
                what="a polite 'Copied' announcement")
 
