@@ -90,3 +90,38 @@ def test_hostile_model_output_renders_inert(parts):
 def test_any_text_renders_without_error_and_inert(text):
     assert_inert(render_markdown(text))
 
+
+
+def test_code_block_shows_the_fence_language_in_a_labelled_head():
+    html = render_markdown("```python\nprint('hi')\n```\n\n```c++\nint x;\n```")
+    assert ('<div class="code-block" data-language="python"><div class="code-head">'
+            '<span class="code-lang">python</span></div>'
+            '<pre tabindex="0"><code class="language-python">') in html
+    assert '<span class="code-lang">c++</span>' in html
+    assert html.count('<div class="code-block"') == 2
+    assert html.count("</code></pre></div>") == 2
+
+
+def test_code_block_without_a_language_is_framed_without_a_label():
+    html = render_markdown("```\nplain text\n```\n\n    indented code\n")
+    assert html.count('<div class="code-block"><div class="code-head"><span></span></div>') == 2
+    assert "code-lang" not in html
+
+
+def test_a_language_that_could_break_out_of_its_attribute_is_dropped():
+    html = render_markdown('```x"onmouseover=alert(1)\ncode\n```\n\n```a<b>\ncode\n```')
+    assert "code-lang" not in html and "onmouseover" not in html.split("<code>")[0]
+    assert_inert(html)
+
+
+def test_tables_scroll_in_a_keyboard_reachable_box():
+    html = render_markdown("| Algorithm | Complexity |\n|---|---|\n| Quicksort | n log n |")
+    assert '<div class="table-scroll" tabindex="0" role="group" aria-label="Table">' in html
+    assert html.index("table-scroll") < html.index("<table>") < html.index("</table>") \
+        < html.rindex("</div>")
+
+
+def test_code_and_table_lookalikes_in_text_stay_text():
+    html = render_markdown("`<pre><code>` and <table> and </code></pre>")
+    assert "code-block" not in html and "table-scroll" not in html
+    assert_inert(html)

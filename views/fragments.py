@@ -7,7 +7,7 @@ from flask import current_app, render_template, request
 from models import Message, Thread
 
 FOLLOW_MODES = ("auto", "ws", "poll")
-STATUS_LABELS = {"pending": "waiting", "streaming": "writing", "complete": "complete",
+STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
                  "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
 
 

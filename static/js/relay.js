@@ -351,7 +351,9 @@
   document.addEventListener("keydown", function (evt) {
     var form = composer();
     if (!form || evt.target !== form.querySelector("textarea")) return;
-    if (evt.key === "Enter" && !evt.shiftKey && !evt.isComposing) {
+    // On touch keyboards Enter is the newline key: there the Send button sends.
+    if (evt.key === "Enter" && !evt.shiftKey && !evt.isComposing &&
+        !window.matchMedia("(pointer: coarse)").matches) {
       evt.preventDefault();
       if (evt.target.value.trim()) form.requestSubmit();
     }

@@ -226,7 +226,10 @@ def wait_for_reply(page, article_id: str, statuses: tuple[str, ...], timeout: fl
 def new_thread(page) -> str:
     """Start a thread from the home page; returns the thread's path."""
     page.goto("/")
-    page.locator("form.new-thread button[type=submit]").click()
+    button = page.locator("form.new-thread button[type=submit]")
+    if not button.is_visible():  # a phone: the sidebar is a drawer, opened from the top bar
+        page.locator("button[data-action=menu]").click()
+    button.click()
     page.wait_for_url(re.compile(r"/threads/\d+$"))
     return "/" + page.url.split("/", 3)[3]
 
@@ -244,12 +247,15 @@ def open_followers(context, thread: str):
 
 
 def send_prompt(page, prompt: str) -> str:
-    """Type the prompt in the composer and press Enter, as a user does; returns the id of
-    the reply's article."""
+    """Type the prompt in the composer and press Enter (on a touch screen, where Enter is a
+    newline, tap Send), as a user does; returns the id of the reply's article."""
     box = page.locator("form#composer textarea[name=content]")
     before = page.locator('article.message[data-role="assistant"]').count()
     box.fill(prompt)
-    box.press("Enter")
+    if page.evaluate("matchMedia('(pointer: coarse)').matches"):
+        page.locator("form#composer button[type=submit]").click()
+    else:
+        box.press("Enter")
     wait_until(lambda: page.locator('article.message[data-role="assistant"]').count() > before,
                what="the new reply to appear")
     return page.locator('article.message[data-role="assistant"]').last.get_attribute("id")
