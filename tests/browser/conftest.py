@@ -288,8 +288,10 @@ class Model:
         from bench.fake_upstream import Reply
 
         messages = body.get("messages") or []
-        at = next((i for i, m in enumerate(messages)
-                   if m.get("role") == "user" and m.get("content") in self.texts), None)
+        # The latest scripted prompt: a thread may hold several turns.
+        at = next((i for i in reversed(range(len(messages)))
+                   if messages[i].get("role") == "user"
+                   and messages[i].get("content") in self.texts), None)
         if at is None:
             return self.fallback(body)
         prompt = messages[at]["content"]
