@@ -211,3 +211,29 @@ def test_the_404_page_lists_the_persons_threads(page, model, console):
     link = page.locator(f'#thread-list a[href="{thread}"]')
     assert link.is_visible() and title in link.text_content()
     assert page.locator(".thread-list-empty").is_hidden()
+
+
+def test_on_a_phone_stop_and_the_queued_prompt_fit_the_screen(new_context, model,
+                                                              artifacts_dir):
+    page = new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                       has_touch=True).new_page()
+    new_thread(page)
+    first = start_long_reply(page, model)
+    box = page.locator("form#composer textarea[name=content]")
+    box.fill("A follow-up written on a phone")
+    page.locator('#composer button[data-action="send"]').click()  # Stop, not send
+    wait_for_reply(page, first, ("aborted",), timeout=15)
+
+    second = start_long_reply(page, model)
+    box.fill("Queued on a phone")
+    box.press("Enter")
+    queued = page.locator("#composer-queued")
+    assert queued.is_visible()
+    for element in (queued, page.locator('#composer button[data-action="send"]'),
+                    page.locator('[data-action="cancel-queued"]')):
+        area = element.bounding_box()
+        assert area["x"] >= 0 and area["x"] + area["width"] <= 390, "off the screen's side"
+    page.screenshot(path=str(artifacts_dir / "phone-composer-queued.png"))
+    page.locator('#composer button[data-action="send"]').click()
+    wait_for_reply(page, second, ("aborted",), timeout=15)
+    wait_until(lambda: len(user_prompts(page)) == 3, what="the queued prompt to be sent")
