@@ -50,6 +50,10 @@ class Config:
     OPENAI_CONNECT_TIMEOUT_S = _float("OPENAI_CONNECT_TIMEOUT_S", 10.0)
     OPENAI_READ_TIMEOUT_S = _float("OPENAI_READ_TIMEOUT_S", 60.0)
     DEMO_TOKEN_DELAY_MS = _int("DEMO_TOKEN_DELAY_MS", 35)
+    # The model's health (shown before a prompt is sent): how long an answer is reused, and
+    # how long the cheap probe (GET <base>/models) may take.
+    MODEL_HEALTH_TTL_S = _float("MODEL_HEALTH_TTL_S", 5.0)
+    MODEL_HEALTH_TIMEOUT_S = _float("MODEL_HEALTH_TIMEOUT_S", 2.0)
 
     STREAM_CHUNKING = _env("STREAM_CHUNKING", "word")
     STREAM_THROTTLE_MS = _int("STREAM_THROTTLE_MS", 100)

@@ -131,6 +131,17 @@ class OpenAICompatProvider:
                 retryable=True))
         yield Chunk(finish_reason=finish_reason, usage=usage)
 
+    def check(self, timeout: float = 2.0) -> str | None:
+        """Whether the server answers: None when `GET <base>/models` does, a short human
+        reason otherwise. A server without that endpoint (HTTP 404) still counts as up."""
+        try:
+            self._client.with_options(timeout=timeout, max_retries=0).models.list()
+        except openai.APIStatusError as err:
+            return None if err.status_code == 404 else self._status_error(err).reason
+        except (openai.APIConnectionError, openai.APITimeoutError, httpx2.HTTPError) as err:
+            return self._transport_error(err, streaming=False, got_text=False).reason
+        return None
+
     # -- mapping SDK failures to user-facing reasons ---------------------------------------
     def _status_error(self, err: openai.APIStatusError) -> ProviderError:
         status = err.status_code

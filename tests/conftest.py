@@ -78,9 +78,12 @@ def new_thread(client, token: str) -> int:
     return response.json["thread"]["id"]
 
 
-def send(client, token: str, thread_id: int, content: str = "Hello") -> dict:
-    """Post a prompt as JSON: both messages and the reply's `stream_url`."""
-    response = client.post(f"/threads/{thread_id}/messages", json={"content": content},
+def send(client, token: str, thread_id: int, content: str = "Hello", *,
+         parallel: bool = False) -> dict:
+    """Post a prompt as JSON: both messages and the reply's `stream_url`; `parallel` asks
+    for a reply beside one still running in the thread (otherwise a 409)."""
+    body = {"content": content, **({"parallel": True} if parallel else {})}
+    response = client.post(f"/threads/{thread_id}/messages", json=body,
                            headers={"X-CSRF-Token": token, **JSON})
     assert response.status_code == 201, response.text
     return response.json

@@ -350,12 +350,12 @@ def test_the_third_post_within_a_minute_is_429_with_retry_after_and_a_message(ap
     app.config["RATE_LIMIT"] = "2/minute"
     headers = {"X-CSRF-Token": token, **JSON}
     for n in range(2):
-        response = client.post(f"/threads/{thread_id}/messages", json={"content": f"q{n}"},
-                               headers=headers)
+        response = client.post(f"/threads/{thread_id}/messages",
+                               json={"content": f"q{n}", "parallel": True}, headers=headers)
         assert response.status_code == 201, response.text
 
-    limited = client.post(f"/threads/{thread_id}/messages", json={"content": "q2"},
-                          headers=headers)
+    limited = client.post(f"/threads/{thread_id}/messages",
+                          json={"content": "q2", "parallel": True}, headers=headers)
 
     assert limited.status_code == 429
     retry_after = limited.headers["Retry-After"]

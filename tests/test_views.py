@@ -293,7 +293,7 @@ def test_post_message_as_json_is_201_with_both_messages_and_the_stream_url(app, 
 def test_first_prompt_becomes_the_thread_title_and_later_ones_do_not(app, client, token,
                                                                      thread_id):
     send(client, token, thread_id, "  How do   SSE\nreconnects work?  ")
-    send(client, token, thread_id, "And websockets?")
+    send(client, token, thread_id, "And websockets?", parallel=True)
     assert stored(app, Thread, thread_id).title == "How do SSE reconnects work?"
     page = client.get(f"/threads/{thread_id}")
     assert b"<h1 id=\"thread-title\">How do SSE reconnects work?</h1>" in page.data

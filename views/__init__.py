@@ -7,8 +7,10 @@ import re
 from flask import Flask, current_app, jsonify, make_response, render_template, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, ServiceUnavailable
 from werkzeug.routing import BaseConverter
+
+from llm.health import ModelHealth
 
 from .access import register_access
 from .feeds import FollowerFeeds
@@ -54,6 +56,9 @@ def register_blueprints(app: Flask) -> None:
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,
         queue_frames=app.config["WS_QUEUE_FRAMES"])
+    app.extensions["relay_model_health"] = ModelHealth(
+        app.extensions["relay"].provider, ttl_s=app.config["MODEL_HEALTH_TTL_S"],
+        timeout_s=app.config["MODEL_HEALTH_TIMEOUT_S"])
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(time_ago, "ago")
     app.register_error_handler(HTTPException, _http_error)
@@ -72,6 +77,24 @@ def is_htmx() -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
+def _sidebar() -> list:
+    """The person's threads for an error page's sidebar; none when the database is away."""
+    from flask import session
+
+    from models import db
+
+    from .pages import owner_threads
+
+    owner = session.get("owner")
+    if not owner:
+        return []
+    try:
+        return owner_threads(owner=owner, with_empty=False)
+    except (OperationalError, InterfaceError, PoolTimeout):
+        db.session.rollback()
+        return []
+
+
 def _database_unavailable(err: Exception):
     """A locked, unreachable or saturated database is a 503 the client may retry (with
     Retry-After), never a traceback."""
@@ -88,15 +111,28 @@ def _database_unavailable(err: Exception):
         retry_after=1))
 
 
+# What a person reads as the heading of an error page (the status code stays in the title).
+ERROR_HEADINGS = {400: "That request could not be understood", 403: "Not allowed",
+                  404: "Page not found", 405: "Not possible here", 409: "Not right now",
+                  413: "Too long to send", 429: "Too many messages at once",
+                  503: "Relay is busy"}
+
+
 def _http_error(err: HTTPException):
-    """Every 4xx/5xx as a short message: JSON for API clients, a small page otherwise."""
+    """Every 4xx/5xx as a short message: JSON for API clients, a small page otherwise; an
+    htmx request gets the human message alone (the page shows it by the composer)."""
     message = err.description or err.name
+    if isinstance(err, RequestEntityTooLarge) and message == RequestEntityTooLarge.description:
+        message = "That is too much to send at once; shorten the message and try again."
     if wants_json() or request.path.endswith("/stream"):
         response = jsonify(error=err.name, message=message, status=err.code)
     elif is_htmx():
-        response = make_response(render_template("_error.html", error=err, message=message))
+        response = make_response(render_template("_error.html", error=err, message=message,
+                                                 bare=True))
     else:
-        response = make_response(render_template("error.html", error=err, message=message))
+        response = make_response(render_template(
+            "error.html", error=err, message=message,
+            heading=ERROR_HEADINGS.get(err.code or 500, err.name), threads=_sidebar()))
     response.status_code = err.code or 500
     for key, value in err.get_headers():
         if key.lower() not in ("content-type", "content-length"):

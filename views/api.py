@@ -12,6 +12,14 @@ from models import db
 bp = Blueprint("api", __name__)
 
 
+@bp.get("/models/health")
+def model_health():
+    """Whether the model answers now (cached a few seconds): the page shows it before a
+    prompt is sent. Always 200; `ok` says whether the model is reachable."""
+    health = current_app.extensions["relay_model_health"].status()
+    return jsonify(health), 200, {"Cache-Control": "no-store"}
+
+
 @bp.get("/healthz")
 def healthz():
     """200 when the database answers; the hub's and the writer's state for operators.

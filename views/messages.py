@@ -12,10 +12,21 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import update
+from sqlalchemy import select, update
 from werkzeug.exceptions import ServiceUnavailable
 
-from models import ABORTED, ERROR, INTERRUPTED, PENDING, STREAMING, Message, db, utcnow
+from models import (
+    ABORTED,
+    ACTIVE_STATUSES,
+    ERROR,
+    INTERRUPTED,
+    PENDING,
+    STREAMING,
+    Message,
+    Thread,
+    db,
+    utcnow,
+)
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
@@ -27,6 +38,9 @@ bp = Blueprint("messages", __name__)
 
 TITLE_CHARS = 80
 TOO_FAST = "You are sending messages too fast; wait a moment and try again."
+STILL_WRITING = ("A reply is still being written in this thread. Stop it or wait for it to "
+                 "finish, then send your message.")
+TRUE_WORDS = ("true", "1", "on", "yes")
 
 
 def prompt_from_request() -> str:
@@ -55,12 +69,28 @@ def title_from(prompt: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
 
 
-@bp.post("/threads/<id:thread_id>/messages")
-@limiter.limit(posting_limit, error_message=TOO_FAST)
-def message_create(thread_id: int):
-    """Post a prompt: the user's message and a pending reply, which a tab (or we) will start."""
-    thread = owned_thread(thread_id)
-    prompt = prompt_from_request()
+def flag_from_request(name: str) -> bool:
+    """A yes/no field of the form or JSON body: true only when the client says so."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        value = body.get(name) if isinstance(body, dict) else None
+        if isinstance(value, bool):
+            return value
+    else:
+        value = request.form.get(name)
+    return isinstance(value, str) and value.strip().lower() in TRUE_WORDS
+
+
+def active_reply_id(thread: Thread) -> int | None:
+    """The id of the thread's reply that is pending or streaming, if any."""
+    return db.session.scalar(
+        select(Message.id).where(Message.thread_id == thread.id, Message.role == "assistant",
+                                 Message.status.in_(ACTIVE_STATUSES))
+        .order_by(Message.id.desc()).limit(1))
+
+
+def start_turn(thread: Thread, prompt: str) -> tuple[Message, Message]:
+    """Store the prompt and its pending reply, which a tab (or this worker) will start."""
     if engine().admission.full():
         # Every slot busy and a long queue already: say so now rather than keep the
         # prompt waiting for minutes (nothing is created).
@@ -81,18 +111,36 @@ def message_create(thread_id: int):
     engine().schedule_headless(reply.id)
     # Other tabs and followers of this thread learn of the new messages right away.
     engine().hub.publish(thread.channel, {"type": "created", "messages": [user.id, reply.id]})
+    return user, reply
 
-    stream_url = url_for("stream.message_stream", message_id=reply.id)
+
+def turn_json(user: Message, reply: Message) -> dict:
+    return {"messages": [user.to_json(), reply.to_json()], "user_message": user.to_json(),
+            "assistant_message": reply.to_json(),
+            "stream_url": url_for("stream.message_stream", message_id=reply.id)}
+
+
+@bp.post("/threads/<id:thread_id>/messages")
+@limiter.limit(posting_limit, error_message=TOO_FAST)
+def message_create(thread_id: int):
+    """Post a prompt: the user's message and a pending reply, which a tab (or we) will start.
+
+    While a reply of the thread is pending or streaming, a new prompt is a 409 unless the
+    request asks for a parallel reply (`parallel=true`).
+    """
+    thread = owned_thread(thread_id)
+    prompt = prompt_from_request()
+    if not flag_from_request("parallel") and active_reply_id(thread) is not None:
+        abort(409, description=STILL_WRITING)
+    user, reply = start_turn(thread, prompt)
     if wants_json():
-        return jsonify(messages=[user.to_json(), reply.to_json()], user_message=user.to_json(),
-                       assistant_message=reply.to_json(), stream_url=stream_url), 201
+        return jsonify(turn_json(user, reply)), 201
     if is_htmx():
         html = render_template("_messages.html", thread=thread, messages=[user, reply],
                                texts={user.id: user.content, reply.id: ""}, live="sse",
                                has_more=False, readonly=False, follow="auto")
         # The title (from the first prompt) and the sidebar entry change too.
-        return html + render_template("_thread_title.html", thread=thread, oob=True) + \
-            render_template("_thread_link.html", t=thread, thread=thread, oob=True)
+        return html + render_template("_thread_changed.html", thread=thread, readonly=False)
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
 
 

@@ -14,21 +14,32 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from models import Message, Thread, db, utcnow
 
 from . import IdConverter, is_htmx, wants_json
 from .access import current_owner, grant_share, is_owner, owned_thread, readable_thread
 from .fragments import follow_mode, live_mode
+from .limits import limiter, posting_limit
 
 bp = Blueprint("pages", __name__)
 
 
-def owner_threads(limit: int = 50) -> list[Thread]:
+def owner_threads(limit: int = 50, *, owner: str | None = None,
+                  with_empty: bool = True) -> list[Thread]:
+    """This browser's threads, newest first; `with_empty=False` leaves out threads that
+    have no message yet (the sidebar: nobody wants a list of blank "New thread"s)."""
+    query = select(Thread).where(Thread.owner == (owner or current_owner()))
+    if not with_empty:
+        query = query.where(exists().where(Message.thread_id == Thread.id))
     return list(db.session.scalars(
-        select(Thread).where(Thread.owner == current_owner())
-        .order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit)))
+        query.order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit)))
+
+
+def sidebar_threads() -> list[Thread]:
+    """The threads the sidebar lists: the owner's, those with messages only."""
+    return owner_threads(with_empty=False)
 
 
 def message_page(thread: Thread, before: int | None = None) -> tuple[list[Message], bool]:
@@ -85,22 +96,46 @@ def favicon():
 
 @bp.get("/")
 def thread_index():
-    """The thread list with the new-thread button."""
-    threads = owner_threads()
+    """The home page: a composer that starts a thread, suggestions, the thread list."""
     if wants_json():
-        return jsonify(threads=[thread_json(t) for t in threads])
-    return render_template("index.html", threads=threads)
+        return jsonify(threads=[thread_json(t) for t in owner_threads()])
+    return render_template("index.html", threads=sidebar_threads(),
+                           suggestions=SUGGESTIONS,
+                           max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"])
+
+
+SUGGESTIONS = (
+    "Explain server-sent events in three sentences.",
+    "Write a haiku about a stream that never loses a word.",
+    "Give me a checklist for reviewing a pull request.",
+    "What should I consider when choosing a database?",
+)
+
+
+def _has_prompt() -> bool:
+    if request.is_json:
+        body = request.get_json(silent=True)
+        return isinstance(body, dict) and "content" in body
+    return "content" in request.form
 
 
 @bp.post("/threads")
+@limiter.limit(posting_limit, exempt_when=lambda: not _has_prompt(),
+               error_message="You are sending messages too fast; wait a moment and try again.")
 def thread_create():
-    """Create a thread and go to it."""
+    """Create a thread and go to it; with `content`, its first prompt and pending reply too
+    (JSON: 201 with the thread, both messages and `stream_url`)."""
+    from .messages import prompt_from_request, start_turn, turn_json  # messages imports us
+
+    prompt = prompt_from_request() if _has_prompt() else None
     thread = Thread(owner=current_owner(), created_at=utcnow(), updated_at=utcnow())
     db.session.add(thread)
     db.session.commit()
+    turn = start_turn(thread, prompt) if prompt is not None else None
     url = url_for("pages.thread_show", thread_id=thread.id)
     if wants_json():
-        return jsonify(thread=thread_json(thread)), 201, {"Location": url}
+        body = {"thread": thread_json(thread), **(turn_json(*turn) if turn else {})}
+        return jsonify(body), 201, {"Location": url}
     if is_htmx():
         return "", 204, {"HX-Redirect": url}
     return redirect(url, code=303)
@@ -121,7 +156,8 @@ def render_thread(thread: Thread, *, readonly: bool):
                            # A path: the ws extension picks ws: or wss: from the page's scheme.
                            ws_url=urlsplit(url_for("sockets.thread_socket",
                                                    thread_id=thread.id)).path,
-                           threads=[] if readonly else owner_threads())
+                           max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"],
+                           threads=[] if readonly else sidebar_threads())
 
 
 @bp.get("/threads/<id:thread_id>")
@@ -140,6 +176,21 @@ def share_create(thread_id: int):
     url = absolute_url(url_for("pages.share_show", token=thread.share_token))
     if wants_json():
         return jsonify(share_url=url), 201
+    if is_htmx():
+        return render_template("_share.html", thread=thread)
+    return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
+
+
+@bp.post("/threads/<id:thread_id>/share/revoke")
+@bp.delete("/threads/<id:thread_id>/share")
+def share_revoke(thread_id: int):
+    """Revoke the share link: `/s/<token>` is a 404 from now on, and viewers lose access.
+    Sharing again makes a new link."""
+    thread = owned_thread(thread_id)
+    thread.share_token = None
+    db.session.commit()
+    if wants_json():
+        return jsonify(share_url=None)
     if is_htmx():
         return render_template("_share.html", thread=thread)
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
@@ -180,6 +231,8 @@ def thread_messages(thread_id: int):
     if after is not None and mode == "poll":
         html += render_template("_poll_newer.html", thread=thread,
                                 after=messages[-1].id if messages else after)
+        if messages:  # a new turn: the title (named by a first prompt) and the sidebar
+            html += render_template("_thread_changed.html", thread=thread, readonly=readonly)
     return html
 
 

@@ -51,7 +51,9 @@ def _state_frame(thread: Thread, readonly: bool) -> str:
     active = list(db.session.scalars(
         select(Message).where(Message.thread_id == thread.id,
                               Message.status.in_(ACTIVE_STATUSES)).order_by(Message.id)))
-    parts = [render_template("_live_status.html", state="live")]
+    parts = [render_template("_live_status.html", state="live"),
+             # The title may have changed while this tab was not listening.
+             render_template("_thread_title.html", thread=thread, oob=True)]
     parts += [_fragment(m, readonly) for m in active]
     return "\n".join(parts)
 
@@ -93,6 +95,9 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         texts = {m.id: engine().current_text(m, db.session) for m in messages}
         parts.append(render_new_messages_oob(thread, messages, texts, readonly=readonly,
                                              csrf_token=_no_token))
+        # A first prompt names the thread; a new turn moves it to the top of the list.
+        parts.append(render_template("_thread_changed.html", thread=thread,
+                                     readonly=readonly))
     for message_id in changed:
         if message_id in created:
             continue

@@ -224,14 +224,16 @@ def wait_for_reply(page, article_id: str, statuses: tuple[str, ...], timeout: fl
 
 
 def new_thread(page) -> str:
-    """Start a thread from the home page; returns the thread's path."""
+    """Open a new, empty thread (created as an API client does: the home page's composer
+    only makes a thread together with its first prompt); returns the thread's path."""
     page.goto("/")
-    button = page.locator("form.new-thread button[type=submit]")
-    if not button.is_visible():  # a phone: the sidebar is a drawer, opened from the top bar
-        page.locator("button[data-action=menu]").click()
-    button.click()
-    page.wait_for_url(re.compile(r"/threads/\d+$"))
-    return "/" + page.url.split("/", 3)[3]
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    answer = page.request.post("/threads", headers={"X-CSRF-Token": token,
+                                                    "Accept": "application/json"})
+    assert answer.status == 201, answer.text()
+    path = answer.json()["thread"]["url"]
+    page.goto(path)
+    return path
 
 
 def open_followers(context, thread: str):
@@ -289,8 +291,10 @@ class Model:
         from bench.fake_upstream import Reply
 
         messages = body.get("messages") or []
-        at = next((i for i, m in enumerate(messages)
-                   if m.get("role") == "user" and m.get("content") in self.texts), None)
+        # The latest scripted prompt: a thread may hold several turns.
+        at = next((i for i in reversed(range(len(messages)))
+                   if messages[i].get("role") == "user"
+                   and messages[i].get("content") in self.texts), None)
         if at is None:
             return self.fallback(body)
         prompt = messages[at]["content"]

@@ -19,14 +19,11 @@ def test_without_javascript_a_prompt_gets_a_finished_reply(new_context, upstream
     context = new_context(java_script_enabled=False)
     page = context.new_page()
     page.goto("/")
-    page.locator("form.new-thread button[type=submit]").click()
-    page.wait_for_url(re.compile(r"/threads/\d+$"))
-    thread_url = page.url
-
+    # The home composer is a plain form: the thread is made with its first prompt.
     page.locator("form#composer textarea[name=content]").fill(
         upstream.script(Reply.words(TEXT, token_delay_s=0.03)))
     page.locator("form#composer button[type=submit]").click()
-    page.wait_for_url(thread_url)  # the plain form posts and is sent back to the thread
+    page.wait_for_url(re.compile(r"/threads/\d+$"))
     reply = page.locator('article.message[data-role="assistant"]').last
     first_status = reply.get_attribute("data-status")
     loads = []
@@ -40,3 +37,46 @@ def test_without_javascript_a_prompt_gets_a_finished_reply(new_context, upstream
     assert loads, "the page never refreshed itself while the reply was being written"
     # A finished thread stops refreshing.
     assert page.locator('meta[http-equiv="refresh"]').count() == 0
+
+    # A second prompt in the thread: the plain form posts and is sent back to the thread.
+    thread_url = page.url
+    page.locator("form#composer textarea[name=content]").fill("And a second question")
+    page.locator("form#composer button[type=submit]").click()
+    page.wait_for_url(thread_url)
+    assert page.locator('article.message[data-role="user"]').count() == 2
+
+
+def test_without_javascript_the_page_promises_nothing_it_cannot_do(new_context, upstream):
+    context = new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/")
+    box = page.locator("form#composer textarea[name=content]")
+    assert "Enter" not in box.get_attribute("placeholder")
+    assert page.locator("#model-health").is_hidden()  # nothing claimed without a check
+    assert page.locator('[data-action="copy-link"]:visible').count() == 0
+
+    box.fill(upstream.script(Reply.words("A short reply.")))
+    page.locator("form#composer button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/threads/\d+$"))
+    status = page.locator("#live-status")
+    assert status.get_attribute("data-state") == "static"
+    assert "Connecting" not in status.text_content()
+    assert "Enter" not in page.locator("form#composer textarea").get_attribute("placeholder")
+    page.locator('article.message[data-role="assistant"][data-status="complete"]').wait_for(
+        timeout=30_000)
+    assert norm(page.locator("#live-status").text_content()) == "Not live: reload to see changes"
+
+
+def test_with_javascript_the_same_page_switches_to_its_live_wording(context, upstream):
+    page = context.new_page()
+    page.goto("/")
+    box = page.locator("form#composer textarea[name=content]")
+    assert "Enter sends" in box.get_attribute("placeholder")
+    box.fill(upstream.script(Reply.words("A short reply.")))
+    box.press("Enter")
+    page.wait_for_url(re.compile(r"/threads/\d+$"))
+    page.wait_for_function(
+        "document.getElementById('live-status').getAttribute('data-state') === 'live'")
+    assert page.locator("#live-status").text_content() == "Live"
+    assert "Enter sends" in page.locator(
+        "form#composer textarea").get_attribute("placeholder")
