@@ -30,7 +30,9 @@
     }
     var box = textarea();
     if (box && box.hasAttribute("data-js-placeholder")) {
-      box.setAttribute("placeholder", box.getAttribute("data-js-placeholder"));
+      box.setAttribute("placeholder", touchScreen()
+        ? "Ask anything. Enter adds a line; the Send button sends."
+        : box.getAttribute("data-js-placeholder"));
     }
   })();
 
@@ -75,7 +77,7 @@
     if (n > max) box.setAttribute("aria-invalid", "true"); else box.removeAttribute("aria-invalid");
   }
   document.addEventListener("input", function (evt) {
-    if (evt.target === textarea()) updateCounter();
+    if (evt.target === textarea()) { updateCounter(); scheduleUpdate(); }
   });
 
   // -- Send becomes Stop while a reply of this thread is active ------------------------------
@@ -84,14 +86,21 @@
   var retries = 0;
   var failedSeen = null;
 
+  // On a touch screen Enter adds a line, so while a reply runs the button queues what is
+  // typed (and stops the reply when nothing is); elsewhere Enter queues and it stops.
+  var MODES = { send: ["Send", "Send"], stop: ["Stop", "Stop the reply (Escape)"],
+                queue: ["Queue", "Send when the reply ends"] };
+  function touchScreen() { return window.matchMedia("(pointer: coarse)").matches; }
   function updateComposer() {
     var button = sendButton();
     if (!button) return;
     var active = !!activeReply();
-    if (active !== (button.getAttribute("data-mode") === "stop")) {
-      button.setAttribute("data-mode", active ? "stop" : "send");
-      button.textContent = active ? "Stop" : "Send";
-      button.setAttribute("aria-label", active ? "Stop the reply (Escape)" : "Send");
+    var typed = touchScreen() && textarea().value.trim() !== "";
+    var mode = !active ? "send" : typed ? "queue" : "stop";
+    if (button.getAttribute("data-mode") !== mode) {
+      button.setAttribute("data-mode", mode);
+      button.textContent = MODES[mode][0];
+      button.setAttribute("aria-label", MODES[mode][1]);
     }
     if (!active && queued !== null && inFlight === null) sendQueued();
     // A reply that failed may mean the model went away: look again.
@@ -169,6 +178,7 @@
     if (text.trim()) enqueue(text);
     textarea().value = "";
     updateCounter();
+    scheduleUpdate();
   });
 
   document.addEventListener("htmx:afterRequest", function (evt) {

@@ -220,20 +220,26 @@ def test_on_a_phone_stop_and_the_queued_prompt_fit_the_screen(new_context, model
     new_thread(page)
     first = start_long_reply(page, model)
     box = page.locator("form#composer textarea[name=content]")
-    box.fill("A follow-up written on a phone")
-    page.locator('#composer button[data-action="send"]').click()  # Stop, not send
+    button = page.locator('#composer button[data-action="send"]')
+    assert box.get_attribute("placeholder") == \
+        "Ask anything. Enter adds a line; the Send button sends."
+    assert button.text_content() == "Stop"
+    button.tap()  # nothing typed: Stop
     wait_for_reply(page, first, ("aborted",), timeout=15)
 
     second = start_long_reply(page, model)
     box.fill("Queued on a phone")
-    box.press("Enter")
+    box.press("Enter")  # a touch keyboard's Enter adds a line...
+    assert box.input_value() == "Queued on a phone\n"
+    wait_until(lambda: button.text_content() == "Queue", what="the button to queue")
+    button.tap()  # ...and the button queues what was typed while the reply runs
     queued = page.locator("#composer-queued")
-    assert queued.is_visible()
-    for element in (queued, page.locator('#composer button[data-action="send"]'),
-                    page.locator('[data-action="cancel-queued"]')):
+    wait_until(queued.is_visible, what="the queued prompt")
+    for element in (queued, button, page.locator('[data-action="cancel-queued"]')):
         area = element.bounding_box()
         assert area["x"] >= 0 and area["x"] + area["width"] <= 390, "off the screen's side"
     page.screenshot(path=str(artifacts_dir / "phone-composer-queued.png"))
-    page.locator('#composer button[data-action="send"]').click()
+    wait_until(lambda: button.text_content() == "Stop", what="Stop once the box is empty")
+    button.tap()
     wait_for_reply(page, second, ("aborted",), timeout=15)
     wait_until(lambda: len(user_prompts(page)) == 3, what="the queued prompt to be sent")
