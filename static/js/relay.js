@@ -132,6 +132,12 @@
     var now = performance.now();
     bodies.forEach(function (st, body) {
       if (!body.isConnected) { bodies.delete(body); return; }
+      if (!st.queued && st.drained) { // its text has been on screen for a frame: the end
+        var drained = st.drained;
+        st.drained = null;
+        drained();
+        return;
+      }
       var pending = st.queued;
       if (pending) {
         // Smooth while keeping up; all at once when frames are late (hidden or busy tab).
@@ -146,7 +152,8 @@
     });
     followScroll();
     var waiting = false;
-    bodies.forEach(function (st) { if (st.queued || st.frame) waiting = true; });
+    // (A rendering that waits for text is applied when that text arrives.)
+    bodies.forEach(function (st) { if (st.queued || st.drained) waiting = true; });
     if (waiting) schedule();
   }
   function schedule() {
@@ -180,13 +187,34 @@
     }
   }
 
+  // The reply's end waits until the text received before it has been shown (at most
+  // MAX_TRAIL_MS): the last words appear as the others did, then the finished reply.
+  function holdEndUntilShown(evt, message) {
+    if (message.relayShown) return;
+    var article = evt.target.closest && evt.target.closest("article.message");
+    var body = article && article.querySelector(".message-body");
+    var st = body && bodies.get(body);
+    if (!st || !st.queued || !message.target) return;
+    evt.preventDefault();
+    st.drained = function () {
+      var again = new MessageEvent(message.type, { data: message.data,
+                                                   lastEventId: message.lastEventId });
+      again.relayShown = true;
+      message.target.dispatchEvent(again); // the stream's own listener swaps it in now
+    };
+    schedule();
+  }
+
   document.addEventListener("htmx:sseBeforeMessage", function (evt) {
     var message = evt.detail;
     if (!(message instanceof MessageEvent) || typeof message.data !== "string") {
       evt.preventDefault(); // a connection event, not server data: nothing to swap
       return;
     }
-    if (message.type !== "delta") return;
+    if (message.type !== "delta") {
+      holdEndUntilShown(evt, message);
+      return;
+    }
     var body = evt.target.closest(".message-body");
     var article = evt.target.closest("article.message");
     if (!body || !article) return;
@@ -286,8 +314,18 @@
     // This tab streams that reply itself, token by token: only its end may replace it;
     // a rendering on the way shows its markdown.
     var incoming = incomingArticle(fragment);
-    if (target && target.hasAttribute("sse-connect") && incoming &&
-        TERMINAL.indexOf(incoming.getAttribute("data-status")) < 0) {
+    if (!target || !target.hasAttribute("sse-connect") || !incoming) return;
+    if (TERMINAL.indexOf(incoming.getAttribute("data-status")) >= 0) {
+      // Its end: unless the stream has not yet brought or shown all of its text; then the
+      // stream's own end (right behind that text) swaps it in once the text is shown.
+      var shown = target.querySelector(".message-body");
+      var st = shown && bodies.get(shown);
+      var end = parseInt((incoming.querySelector(".message-body") || incoming)
+        .getAttribute("data-end") || "0", 10);
+      if (st && (st.queued || end > st.base + codePoints(st.shown))) {
+        evt.detail.shouldSwap = false;
+      }
+    } else {
       evt.detail.shouldSwap = false;
       var body = target.querySelector(".message-body.is-markdown");
       var incomingBody = incoming.querySelector(".message-body.is-markdown");
