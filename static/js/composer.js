@@ -84,7 +84,8 @@
   var queued = null; // the prompt waiting for the active reply to end
   var inFlight = null; // {text, draft} while a queued prompt is being sent
   var retries = 0;
-  var failedSeen = null;
+  var failedSeen = new Set(); // replies seen failed: each new failure checks the model again
+  var pageReady = false;
 
   // On a touch screen Enter adds a line, so while a reply runs the button queues what is
   // typed (and stops the reply when nothing is); elsewhere Enter queues and it stops.
@@ -104,9 +105,15 @@
     }
     if (!active && queued !== null && inFlight === null) sendQueued();
     // A reply that failed may mean the model went away: look again.
-    var failed = document.querySelectorAll('#messages article.message[data-status="error"]').length;
-    if (failedSeen !== null && failed > failedSeen) checkHealth();
-    failedSeen = failed;
+    var fresh = false;
+    document.querySelectorAll('#messages article.message[data-status="error"]').forEach(
+      function (article) {
+        if (failedSeen.has(article.id)) return;
+        failedSeen.add(article.id);
+        fresh = true;
+      });
+    if (fresh && pageReady) checkHealth(); // the failures the page came with are old news
+    pageReady = true;
   }
 
   var scheduled = false;
