@@ -54,7 +54,17 @@ def _state_frame(thread: Thread, readonly: bool) -> str:
     parts = [render_template("_live_status.html", state="live"),
              # The title may have changed while this tab was not listening.
              render_template("_thread_title.html", thread=thread, oob=True)]
-    parts += [_fragment(m, readonly) for m in active]
+    if active:
+        # With the prompts they answer: appended if the page does not show them yet (sent
+        # while it was not listening), swapped in where it does (the page updates its copies).
+        prompts = [db.session.scalars(
+            select(Message).where(Message.thread_id == thread.id, Message.role == "user",
+                                  Message.id < reply.id)
+            .order_by(Message.id.desc()).limit(1)).first() for reply in active]
+        shown = sorted({m.id: m for m in [*prompts, *active] if m is not None}.values(),
+                       key=lambda m: m.id)
+        texts = {m.id: engine().current_text(m, db.session) for m in shown}
+        parts.append(render_new_messages_oob(thread, shown, texts, readonly=readonly))
     return "\n".join(parts)
 
 

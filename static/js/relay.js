@@ -305,9 +305,16 @@
     var target = evt.detail.target;
     var fragment = evt.detail.fragment;
     if (target && target.id === "messages" && fragment && fragment.querySelectorAll) {
-      // New messages from the websocket: skip those this tab already shows.
+      // Messages from the websocket, appended unless this tab already shows them: then its
+      // copy is brought up to date, except the reply it streams itself.
       fragment.querySelectorAll("article.message").forEach(function (article) {
-        if (document.getElementById(article.id)) article.remove();
+        var shown = document.getElementById(article.id);
+        if (!shown) return;
+        article.remove();
+        if (shown.hasAttribute("sse-connect") || shown.outerHTML === article.outerHTML) return;
+        shown.replaceWith(article);
+        htmx.process(article);
+        htmx.trigger(article, "htmx:load", { elt: article }); // as a swap announces it
       });
       return;
     }

@@ -15,6 +15,7 @@ from .conftest import (
     open_followers,
     reply_state,
     send_prompt,
+    wait_for_reply,
     wait_until,
 )
 from .proxy import CuttableProxy
@@ -178,3 +179,27 @@ def test_network_cut_mid_reply_resumes_without_gap_or_repeat(new_context, proxy,
     assert state["status"] == "complete"
     assert state["text"].split() == expected.split()
     assert lengths and lengths[0] == shown[-1], "the text did not continue from where it was"
+
+
+def test_a_follower_that_missed_a_new_turn_gets_it_when_its_websocket_comes_back(
+        new_context, proxy, upstream, console):
+    # The follower's connections go through the proxy, which drops them for a while.
+    console.allow(r"WebSocket connection to .* failed|net::ERR_|: \[object Event\]$")
+    context = new_context()
+    asker = context.new_page()
+    thread = new_thread(asker)
+    follower = context.new_page()  # the same person (cookies ignore the port), via the proxy
+    follower.goto(proxy.url + thread)
+    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") == "live",
+               what="the follower's websocket")
+    proxy.cut()
+    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") != "live",
+               what="the follower to notice it is cut off")
+    prompt = upstream.script(Reply.words(numbered(150), token_delay_s=0.02))
+    reply = send_prompt(asker, prompt)  # sent while the follower is not listening
+    proxy.restore()
+    done = wait_for_reply(follower, reply, ("complete",), timeout=40)
+    assert norm(done["text"]) == norm(numbered(150))
+    users = follower.locator('article.message[data-role="user"] .message-body')
+    assert users.all_text_contents() == [prompt]
+    assert done["count"] == 1
