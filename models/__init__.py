@@ -37,6 +37,9 @@ class Thread(db.Model):
     owner: Mapped[str] = mapped_column(String(64), index=True)
     title: Mapped[str] = mapped_column(String(200), default="New thread")
     share_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The model the thread's next reply is written by (the last one chosen); None: the
+    # default model.
+    model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
