@@ -18,6 +18,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from models import (
     ABORTED,
     ACTIVE_STATUSES,
+    DEFAULT_TITLE,
     ERROR,
     INTERRUPTED,
     PENDING,
@@ -102,8 +103,8 @@ def start_turn(thread: Thread, prompt: str) -> tuple[Message, Message]:
                    created_at=now)
     reply = Message(thread_id=thread.id, role="assistant", content="", status=PENDING,
                     model=provider.model, created_at=now)
-    if thread.title == "New thread":
-        thread.title = title_from(prompt)
+    if not thread.title_chosen and thread.title == DEFAULT_TITLE:
+        thread.title = title_from(prompt)  # named by its first prompt, unless a person did
     thread.updated_at = now
     db.session.add_all([user, reply])
     db.session.commit()
