@@ -206,6 +206,16 @@ def _stop_elsewhere(message: Message) -> None:
         relay.wait_for_end(subscription, message.id, current_app.config["CANCEL_WAIT_S"])
 
 
+def stop_reply(message: Message) -> None:
+    """Stop a pending or streaming reply wherever it runs; wait briefly for its end."""
+    generation = engine().cancel(message.id)
+    if generation is not None:
+        db.session.close()  # the writer may need a connection to save the stopped state
+        generation.finalized.wait(current_app.config["CANCEL_WAIT_S"])
+    else:
+        _stop_elsewhere(message)
+
+
 RESUMABLE = (ERROR, ABORTED, INTERRUPTED)
 
 
