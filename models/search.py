@@ -24,37 +24,40 @@ MAX_TERMS = 12
 # Private-use characters mark the matches in the database's snippet; the view escapes the
 # snippet's text and only then turns them into <mark> tags.
 OPEN, CLOSE = "\ue000", "\ue001"
+# PostgreSQL's headline drops what its parser takes for HTML tags: angle brackets travel
+# through it as these stand-ins and come back as themselves.
+LT, GT = "\ue002", "\ue003"
 
 SQLITE_TOKENIZER = "unicode61 remove_diacritics 2"
 SQLITE_SCHEMA = (
-    f"CREATE VIRTUAL TABLE threads_fts USING fts5(title, content='threads', "
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS threads_fts USING fts5(title, content='threads', "
     f"content_rowid='id', tokenize='{SQLITE_TOKENIZER}')",
-    f"CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5(content, content='messages', "
     f"content_rowid='id', tokenize='{SQLITE_TOKENIZER}')",
-    "CREATE TRIGGER threads_fts_insert AFTER INSERT ON threads BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS threads_fts_insert AFTER INSERT ON threads BEGIN "
     "INSERT INTO threads_fts(rowid, title) VALUES (new.id, new.title); END",
-    "CREATE TRIGGER threads_fts_delete AFTER DELETE ON threads BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS threads_fts_delete AFTER DELETE ON threads BEGIN "
     "INSERT INTO threads_fts(threads_fts, rowid, title) VALUES ('delete', old.id, old.title); "
     "END",
-    "CREATE TRIGGER threads_fts_update AFTER UPDATE OF title ON threads BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS threads_fts_update AFTER UPDATE OF title ON threads BEGIN "
     "INSERT INTO threads_fts(threads_fts, rowid, title) VALUES ('delete', old.id, old.title); "
     "INSERT INTO threads_fts(rowid, title) VALUES (new.id, new.title); END",
-    "CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages BEGIN "
     "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
-    "CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_delete AFTER DELETE ON messages BEGIN "
     "INSERT INTO messages_fts(messages_fts, rowid, content) "
     "VALUES ('delete', old.id, old.content); END",
     # Only a change of the text reindexes: heartbeats and status changes do not.
-    "CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_update AFTER UPDATE OF content ON messages BEGIN "
     "INSERT INTO messages_fts(messages_fts, rowid, content) "
     "VALUES ('delete', old.id, old.content); "
     "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
 )
 SQLITE_TABLES = ("threads_fts", "messages_fts")
 POSTGRES_SCHEMA = (
-    "CREATE INDEX ix_threads_title_search ON threads "
+    "CREATE INDEX IF NOT EXISTS ix_threads_title_search ON threads "
     "USING gin (to_tsvector('simple', title))",
-    "CREATE INDEX ix_messages_content_search ON messages "
+    "CREATE INDEX IF NOT EXISTS ix_messages_content_search ON messages "
     "USING gin (to_tsvector('simple', content))",
 )
 
@@ -137,9 +140,11 @@ HEADLINE_OPTIONS = (f'StartSel="{OPEN}", StopSel="{CLOSE}", MaxWords=24, MinWord
 def _postgres(session: Session, owner: str, terms: list[str], limit: int) -> list:
     # Words are letters, digits and underscores only: quoted, they are plain lexemes.
     tsquery = " & ".join(f"'{t}'" for t in terms) + ":*"
-    params = {"query": tsquery, "owner": owner, "limit": limit, "options": HEADLINE_OPTIONS}
+    params = {"query": tsquery, "owner": owner, "limit": limit, "options": HEADLINE_OPTIONS,
+              "brackets": LT + GT}
     titles = session.execute(text(
-        "SELECT t.id, NULL, t.title, ts_headline('simple', t.title, q, :options) "
+        "SELECT t.id, NULL, t.title, "
+        "ts_headline('simple', translate(t.title, '<>', :brackets), q, :options) "
         "FROM threads t, to_tsquery('simple', :query) q "
         "WHERE to_tsvector('simple', t.title) @@ q AND t.owner = :owner "
         "ORDER BY ts_rank(to_tsvector('simple', t.title), q) DESC, t.id DESC "
@@ -147,7 +152,8 @@ def _postgres(session: Session, owner: str, terms: list[str], limit: int) -> lis
     # The snippet is made for the page of hits only, not for every match.
     messages = session.execute(text(
         "SELECT hit.thread_id, hit.id, hit.title, "
-        "ts_headline('simple', hit.content, to_tsquery('simple', :query), :options) "
+        "ts_headline('simple', translate(hit.content, '<>', :brackets), "
+        "to_tsquery('simple', :query), :options) "
         "FROM (SELECT m.thread_id, m.id, t.title, m.content, "
         "      ts_rank(to_tsvector('simple', m.content), q) AS rank "
         "      FROM messages m JOIN threads t ON t.id = m.thread_id, "
@@ -162,7 +168,8 @@ def marked(snippet: str | None) -> Markup:
     """The snippet as safe HTML: its text escaped, its matches in <mark> (balanced)."""
     out: list[str] = []
     inside = False
-    for part in re.split(f"([{OPEN}{CLOSE}])", snippet or ""):
+    snippet = (snippet or "").replace(LT, "<").replace(GT, ">")
+    for part in re.split(f"([{OPEN}{CLOSE}])", snippet):
         if part == OPEN and not inside:
             out.append("<mark>")
             inside = True
