@@ -407,3 +407,12 @@ def test_a_bad_cursor_is_a_400(client, cursor):
     answer = client.get(f"/threads/list?before={cursor}", headers=JSON)
     assert answer.status_code == 400 and "cursor" in answer.json["message"]
     assert client.get(f"/?before={cursor}").status_code == 400
+
+
+def test_the_pages_forms_post_to_the_contracts_urls(client, token):
+    thread_id = talk(client, token)
+    page = client.get(f"/threads/{thread_id}").text
+    assert f'hx-post="/threads/{thread_id}/delete"' in page
+    assert f'hx-post="/threads/{thread_id}/rename"' in page
+    assert f'href="/threads/{thread_id}/export?format=json"' in page
+    assert 'hx-get="/search"' in page and 'hx-post="/threads/import"' in page

@@ -99,8 +99,8 @@ def _current_path() -> str:
 
 
 # -- delete ------------------------------------------------------------------------------
+@bp.delete("/threads/<id:thread_id>", endpoint="thread_destroy")
 @bp.post("/threads/<id:thread_id>/delete")
-@bp.delete("/threads/<id:thread_id>")
 def thread_delete(thread_id: int):
     """Delete a thread with its messages, their deltas and its share link; replies still
     running are stopped first. JSON: 200 `{deleted: id}`; a plain DELETE: 204."""

@@ -8,6 +8,25 @@
     return section ? section.getAttribute("data-thread-id") : null;
   }
 
+  // This page deleting its own thread goes home when the answer comes: the websocket's
+  // news of the deletion must not replace the form waiting for that answer.
+  var deleting = false;
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    var elt = evt.detail.elt;
+    if (elt.matches && elt.matches("form") && elt.querySelector('[data-action="delete"]')) deleting = true;
+  });
+  document.addEventListener("htmx:afterRequest", function (evt) {
+    var elt = evt.detail.elt;
+    if (!evt.detail.successful && elt.matches && elt.querySelector && elt.querySelector('[data-action="delete"]')) deleting = false;
+  });
+  document.addEventListener("htmx:oobBeforeSwap", function (evt) {
+    var fragment = evt.detail.fragment;
+    if (!deleting || !fragment) return;
+    var gone = (fragment.matches && fragment.matches("section.thread--deleted")) ||
+      (fragment.querySelector && fragment.querySelector("section.thread--deleted"));
+    if (gone) evt.preventDefault();
+  });
+
   // An entry sent with data-in-place replaces the listed one, or is dropped when the list
   // does not show that thread (a later page, or never sent a prompt); data-gone removes it.
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
