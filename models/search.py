@@ -3,7 +3,8 @@
 SQLite: two FTS5 tables over `threads.title` and `messages.content` (external content, kept
 in step by triggers). PostgreSQL: GIN indexes on `to_tsvector('simple', …)` of the same
 columns. Both match every word of the query, the last one as a prefix (results appear while
-a word is being typed), rank the hits, and mark the matched words in a short snippet.
+a word is being typed), list title hits before message hits (SQLite: best first by bm25;
+PostgreSQL: newest first), and mark the matched words in a short snippet.
 Migration 0003s builds the same objects on an existing database.
 """
 
@@ -147,20 +148,22 @@ def _postgres(session: Session, owner: str, terms: list[str], limit: int) -> lis
         "ts_headline('simple', translate(t.title, '<>', :brackets), q, :options) "
         "FROM threads t, to_tsquery('simple', :query) q "
         "WHERE to_tsvector('simple', t.title) @@ q AND t.owner = :owner "
-        "ORDER BY ts_rank(to_tsvector('simple', t.title), q) DESC, t.id DESC "
-        "LIMIT :limit"), params).all()
-    # The snippet is made for the page of hits only, not for every match.
+        "ORDER BY t.updated_at DESC, t.id DESC LIMIT :limit"), params).all()
+    # Newest first: ranking would compute every match's tsvector again (the index holds
+    # none). The matches come from the GIN index first (MATERIALIZED: else, for a word
+    # that is rare, the planner walks the primary key backwards testing every row); the
+    # snippet is made for the page of hits only.
     messages = session.execute(text(
+        "WITH matched AS MATERIALIZED ("
+        "  SELECT id, thread_id FROM messages "
+        "  WHERE to_tsvector('simple', content) @@ to_tsquery('simple', :query)), "
+        "hit AS (SELECT matched.id, matched.thread_id, t.title FROM matched "
+        "  JOIN threads t ON t.id = matched.thread_id WHERE t.owner = :owner "
+        "  ORDER BY matched.id DESC LIMIT :limit) "
         "SELECT hit.thread_id, hit.id, hit.title, "
-        "ts_headline('simple', translate(hit.content, '<>', :brackets), "
+        "ts_headline('simple', translate(m.content, '<>', :brackets), "
         "to_tsquery('simple', :query), :options) "
-        "FROM (SELECT m.thread_id, m.id, t.title, m.content, "
-        "      ts_rank(to_tsvector('simple', m.content), q) AS rank "
-        "      FROM messages m JOIN threads t ON t.id = m.thread_id, "
-        "      to_tsquery('simple', :query) q "
-        "      WHERE to_tsvector('simple', m.content) @@ q AND t.owner = :owner "
-        "      ORDER BY rank DESC, m.id DESC LIMIT :limit) hit "
-        "ORDER BY hit.rank DESC, hit.id DESC"), params).all()
+        "FROM hit JOIN messages m ON m.id = hit.id ORDER BY hit.id DESC"), params).all()
     return [*titles, *messages][:limit]
 
 
