@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
 
 from config import Config
-from llm import make_provider
+from llm import make_models
 from models import db
 from streaming.engine import ReplyEngine
 from streaming.hub import Hub, InProcessHub
@@ -51,12 +51,14 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     for engine in (db_engine, background_engine):
         _tune_sqlite(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
 
-    provider = app.config.get("PROVIDER") or make_provider(app.config)
+    # A test may inject a catalog (MODELS) or one provider (PROVIDER).
+    models = app.config.get("MODELS") or make_models(app.config, app.config.get("PROVIDER"))
+    provider = models.default.provider
     hub = app.config.get("HUB") or make_hub(
         app.config, background_engine,
         is_local=lambda message_id: app.extensions["relay"].local(message_id) is not None)
     app.extensions["relay"] = ReplyEngine(app, provider, hub, db_engine=db_engine,
-                                          background_engine=background_engine)
+                                          background_engine=background_engine, models=models)
 
     from views import register_blueprints
 

@@ -50,6 +50,19 @@ class Config:
     OPENAI_CONNECT_TIMEOUT_S = _float("OPENAI_CONNECT_TIMEOUT_S", 10.0)
     OPENAI_READ_TIMEOUT_S = _float("OPENAI_READ_TIMEOUT_S", 60.0)
     DEMO_TOKEN_DELAY_MS = _int("DEMO_TOKEN_DELAY_MS", 35)
+    # Several models at once, offered in the composer: "provider:model[=Label]", comma
+    # separated, the first the default (llm/catalog.py). Unset: the one model above.
+    CHAT_MODELS = _env("CHAT_MODELS")
+    ANTHROPIC_API_KEY = _env("ANTHROPIC_API_KEY")
+    ANTHROPIC_BASE_URL = _env("ANTHROPIC_BASE_URL")
+    ANTHROPIC_MAX_TOKENS = _int("ANTHROPIC_MAX_TOKENS", 4096)
+    AZURE_OPENAI_ENDPOINT = _env("AZURE_OPENAI_ENDPOINT")
+    AZURE_OPENAI_API_KEY = _env("AZURE_OPENAI_API_KEY")
+    AZURE_OPENAI_API_VERSION = _env("AZURE_OPENAI_API_VERSION", "2024-10-21")
+    # `openai:*` in CHAT_MODELS: the server's own list is reused this long, and asked for
+    # with this timeout (in the background: no page waits for it).
+    MODEL_LIST_TTL_S = _float("MODEL_LIST_TTL_S", 300.0)
+    MODEL_LIST_TIMEOUT_S = _float("MODEL_LIST_TIMEOUT_S", 2.0)
     # The model's health (shown before a prompt is sent): how long an answer is reused, and
     # how long the cheap probe (GET <base>/models) may take.
     MODEL_HEALTH_TTL_S = _float("MODEL_HEALTH_TTL_S", 5.0)

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 _WORD = re.compile(r"\s*\S+\s*")
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
+_AZURE_CHAT = re.compile(r"/openai/deployments/[^/]+/chat/completions")
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -106,12 +107,20 @@ class RequestRecord:
 
 
 class FakeUpstream:
-    """A fake Chat Completions server; `url` is what OPENAI_BASE_URL should be set to."""
+    """A fake Chat Completions server; `url` is what OPENAI_BASE_URL should be set to.
+
+    With `azure_api_key` it is also an Azure OpenAI resource (`endpoint`): deployments at
+    `/openai/deployments/<name>/chat/completions?api-version=…`, keyed by `api-key`.
+    """
+
+    handler_class: type[BaseHTTPRequestHandler] | None = None  # None: Chat Completions
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  default_reply: Callable[[dict[str, Any]], Reply] = default_reply,
-                 *, max_records: int | None = None) -> None:
+                 *, max_records: int | None = None, azure_api_key: str | None = None) -> None:
         self.host = host
+        # Set: it also serves Azure OpenAI's paths, which need this `api-key` header.
+        self.azure_api_key = azure_api_key
         self.default_reply = default_reply
         self.requests: list[RequestRecord] = []
         self.max_records = max_records
@@ -121,15 +130,20 @@ class FakeUpstream:
         self._connections: set[socket.socket] = set()
         self.active_streams = 0
         self.max_active_streams = 0
-        self._server = _Server((host, port), _Handler)
+        self._server = _Server((host, port), self.handler_class or _Handler)
         self._server.fake = self
         self.port: int = self._server.server_address[1]
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
+        return f"{self.endpoint}/v1"
+
+    @property
+    def endpoint(self) -> str:
+        """The server's origin (an Azure OpenAI endpoint)."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}"
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> FakeUpstream:
@@ -294,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/_fake/stats":
             full = parse_qs(url.query).get("full", ["0"])[0] not in ("0", "", "false")
             self._send_json(200, self.fake.stats(include_bodies=full))
-        elif url.path == "/v1/models":
+        elif url.path == "/v1/models" or (url.path == "/openai/models" and self._azure_ok(url)):
             self._send_json(200, {"object": "list", "data": [
                 {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]})
         else:
@@ -310,7 +324,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.reset()
             self._send_json(200, {"ok": True})
             return
-        if url.path != "/v1/chat/completions":
+        deployment = _AZURE_CHAT.fullmatch(url.path)
+        if deployment is not None:
+            if not self._azure_ok(url):
+                return
+        elif url.path != "/v1/chat/completions":
             self._send_error_json(404, f"Unknown path {url.path}", "invalid_request_error",
                                   "unknown_url")
             return
@@ -342,6 +360,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake._count_stream(-1)
         else:
             self._complete(record, body, reply)
+
+    def _azure_ok(self, url: Any) -> bool:
+        """Whether an Azure-shaped request may go on; if not, the error is already sent."""
+        key = self.fake.azure_api_key
+        if key is None:
+            self._send_error_json(404, f"Unknown path {url.path}", "invalid_request_error",
+                                  "unknown_url")
+        elif not parse_qs(url.query).get("api-version"):
+            self._send_error_json(404, "Resource not found", "invalid_request_error", "404")
+        elif self.headers.get("api-key") != key:
+            self._send_error_json(401, "Access denied due to invalid subscription key or "
+                                  "wrong API endpoint.", "invalid_request_error", "401")
+        else:
+            return True
+        return False
 
     # -- request handling --------------------------------------------------------------
     def _read_body(self) -> bytes | None:

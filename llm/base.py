@@ -56,7 +56,8 @@ def _rebuild_provider_error(cls: type[ProviderError], reason: str, retryable: bo
 
 @runtime_checkable
 class Provider(Protocol):
-    """A model backend: `name` ("openai" | "demo"), `model` (sent upstream), `label` (shown)."""
+    """A model backend: `name` ("openai" | "azure" | "anthropic" | "demo"), `model` (sent
+    upstream), `label` (shown)."""
 
     name: str
     model: str

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import email.utils
+import copy
 import logging
-import math
-import re
 import ssl
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +12,7 @@ import gevent
 import httpx2
 import openai
 
-from . import chat_sse
+from . import chat_sse, reasons
 from .base import Chunk, ProviderError, continuation_request
 
 log = logging.getLogger(__name__)
@@ -23,41 +20,53 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK refuses to start without one.
 PLACEHOLDER_API_KEY = "unused"
-MAX_SERVER_MESSAGE_CHARS = 200
 DRAIN_TIMEOUT_S = 0.5
-
-_SK_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{3,}")
-_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
-# Long opaque runs of letters and digits look like credentials whatever their prefix.
-_OPAQUE_TOKEN = re.compile(r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class OpenAICompatProvider:
     """Streams replies from an OpenAI-compatible server; every failure surfaces as ProviderError."""
 
     name = "openai"
+    settings_hint = "CHAT_MODEL and OPENAI_BASE_URL"  # what to check when the model is unknown
 
     def __init__(self, *, base_url: str | None, api_key: str | None, model: str,
-                 connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
+                 connect_timeout: float = 10.0, read_timeout: float = 60.0,
+                 label: str | None = None) -> None:
         self.model = model
-        self.label = model
+        self.label = label or model
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
         self._api_key = api_key or PLACEHOLDER_API_KEY
-        # Passing the base URL explicitly keeps the SDK from reading OPENAI_BASE_URL from the
-        # environment behind Relay's configuration.
-        self._client = openai.OpenAI(
-            base_url=base_url or DEFAULT_BASE_URL,
-            api_key=self._api_key,
-            # Retrying (and telling the user about it) is Relay's decision, not the SDK's.
-            max_retries=0,
-            # httpx2 applies `read` to every socket read, so it bounds the wait for the first
-            # token and the gap between two chunks, not the length of the whole reply.
-            timeout=openai.Timeout(self.read_timeout, connect=self.connect_timeout),
-        )
+        self._client = self._make_client(base_url)
         url = self._client.base_url
         self._server = f"{url.host}:{url.port}" if url.port else str(url.host)
+
+    def _make_client(self, base_url: str | None) -> openai.OpenAI:
+        # Passing the base URL explicitly keeps the SDK from reading OPENAI_BASE_URL from the
+        # environment behind Relay's configuration.
+        return openai.OpenAI(base_url=base_url or DEFAULT_BASE_URL, api_key=self._api_key,
+                             **self._client_options())
+
+    def _client_options(self) -> dict[str, Any]:
+        return {
+            # Retrying (and telling the user about it) is Relay's decision, not the SDK's.
+            "max_retries": 0,
+            # httpx2 applies `read` to every socket read, so it bounds the wait for the first
+            # token and the gap between two chunks, not the length of the whole reply.
+            "timeout": openai.Timeout(self.read_timeout, connect=self.connect_timeout),
+        }
+
+    def for_model(self, model: str, label: str | None = None) -> OpenAICompatProvider:
+        """The same server (and connection pool) asked for another of its models."""
+        other = copy.copy(self)
+        other.model, other.label = model, label or model
+        return other
+
+    def list_models(self, timeout: float = 2.0) -> list[str]:
+        """The ids the server lists at `GET <base>/models`; raises openai.OpenAIError or
+        httpx2.HTTPError when it cannot say."""
+        page = self._client.with_options(timeout=timeout, max_retries=0).models.list()
+        return [m.id for m in page.data if isinstance(getattr(m, "id", None), str)]
 
     def close(self) -> None:
         """Release the connection pool; later calls to stream() fail."""
@@ -109,7 +118,7 @@ class OpenAICompatProvider:
                 raise self._fail(err, self._transport_error(
                     err, streaming=response is not None, got_text=got_text)) from None
             # The reply itself is complete; only the trailing usage event or [DONE] was lost.
-            log.info("model stream lost after its finish reason (%s)", _cause_name(err))
+            log.info("model stream lost after its finish reason (%s)", reasons.cause_name(err))
         except chat_sse.StreamErrorEvent as err:
             raise self._fail(err, self._event_error(err.body)) from None
         except openai.OpenAIError as err:
@@ -144,57 +153,25 @@ class OpenAICompatProvider:
 
     # -- mapping SDK failures to user-facing reasons ---------------------------------------
     def _status_error(self, err: openai.APIStatusError) -> ProviderError:
-        status = err.status_code
-        retry_after = _retry_after(err.response.headers)
-        wait = f"; try again in {math.ceil(retry_after)} s" if retry_after else ""
-        if status == 429:
-            reason = f"The model is rate-limited (HTTP 429){wait or '; try again shortly'}."
-        elif status == 401:
-            reason = "The model server rejected the API key (HTTP 401)."
-        elif status == 403:
-            reason = "The model server refused access (HTTP 403)."
-        elif status == 404:
-            reason = (f"The model server has no model or endpoint for “{_clip(self.model, 80)}”"
-                      " (HTTP 404); check CHAT_MODEL and OPENAI_BASE_URL.")
-        elif status in (400, 413, 422):
-            reason = f"The model server rejected the request (HTTP {status})."
-        else:
-            reason = f"The model server returned HTTP {status}{wait}."
-        detail = self._server_message(err.body)
-        if detail:
-            reason = f"{reason} Server said: {detail}"
-        retryable = status in (408, 409, 429) or status >= 500
-        return ProviderError(reason, retryable=retryable, retry_after=retry_after, status=status)
+        body = err.body
+        message = body.get("message") if isinstance(body, dict) else body
+        return reasons.status_error(err.status_code, err.response.headers,
+                                    reasons.server_message(message, self._secret),
+                                    model=self.model, settings=self.settings_hint)
 
     def _transport_error(self, err: BaseException, *, streaming: bool,
                          got_text: bool) -> ProviderError:
         cause = err.__cause__ if isinstance(err, openai.APIConnectionError) else err
-        read = _seconds(self.read_timeout)
-        if isinstance(cause, httpx2.ConnectTimeout):
-            reason = (f"Could not connect to the model server at {self._server} within "
-                      f"{_seconds(self.connect_timeout)}.")
-        elif isinstance(cause, httpx2.PoolTimeout):
-            reason = "Timed out waiting for a free connection to the model server."
-        elif isinstance(cause, httpx2.WriteTimeout):
-            reason = "Timed out sending the request to the model server."
-        elif isinstance(err, openai.APITimeoutError | httpx2.TimeoutException):
-            if got_text:
-                reason = f"The model stopped sending for {read}; the reply was cut off."
-            else:
-                reason = f"The model did not answer within {read}."
-        elif isinstance(cause, httpx2.ConnectError):
-            reason = f"Could not connect to the model server at {self._server}{_why(cause)}."
-        elif isinstance(cause, ssl.SSLError):
-            reason = f"The TLS connection to the model server at {self._server} failed."
-        elif streaming:
-            reason = "The connection to the model server dropped mid-reply."
-        else:
-            reason = "The model server closed the connection without answering."
-        return ProviderError(reason, retryable=True)
+        return reasons.transport_error(
+            cause if cause is not None else err, server=self._server,
+            connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+            streaming=streaming, got_text=got_text,
+            timed_out=isinstance(err, openai.APITimeoutError))
 
     def _event_error(self, body: Any) -> ProviderError:
         # An `{"error": {...}}` event inside a 200 stream: the server gave up mid-reply.
-        detail = self._server_message(body)
+        message = body.get("message") if isinstance(body, dict) else body
+        detail = reasons.server_message(message, self._secret)
         reason = "The model server reported an error mid-reply."
         if detail:
             reason = f"{reason} Server said: {detail}"
@@ -203,30 +180,15 @@ class OpenAICompatProvider:
         retryable = kind in (None, "server_error", "overloaded_error") or code in ("429", "503")
         return ProviderError(reason, retryable=retryable)
 
-    def _server_message(self, body: object) -> str | None:
-        """The server's own error message, scrubbed of credentials, or None if unusable."""
-        message = body.get("message") if isinstance(body, dict) else body
-        if not isinstance(message, str):
-            return None
-        message = " ".join(_CONTROL.sub(" ", message).split())
-        if not message or len(message) >= MAX_SERVER_MESSAGE_CHARS or "<" in message:
-            # Long or HTML bodies are proxy error pages or dumps, not messages for people.
-            return None
-        if self._api_key != PLACEHOLDER_API_KEY and self._api_key in message:
-            if len(self._api_key) < 8:
-                # Replacing a key this short would mangle ordinary words; drop the message.
-                return None
-            message = message.replace(self._api_key, "[redacted]")
-        message = _SK_TOKEN.sub("[redacted]", message)
-        message = _BEARER.sub("Bearer [redacted]", message)
-        message = _OPAQUE_TOKEN.sub("[redacted]", message)
-        return message
+    @property
+    def _secret(self) -> str | None:
+        return None if self._api_key == PLACEHOLDER_API_KEY else self._api_key
 
     def _fail(self, err: BaseException | None, error: ProviderError) -> ProviderError:
         # The reason is already scrubbed; the exception class names help operators without
         # copying the SDK's message (which may echo server text) into the log.
         log.warning("model %s failed: %s [%s]", self.model, error.reason,
-                    _cause_name(err) if err is not None else "no finish reason")
+                    reasons.cause_name(err) if err is not None else "no finish reason")
         return error
 
 
@@ -247,51 +209,3 @@ def _usage_dict(usage: Any) -> dict[str, int] | None:
     except (AttributeError, TypeError, ValueError):
         return None
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds the server asked us to wait (Retry-After-Ms, Retry-After seconds or date)."""
-    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) * scale
-        except ValueError:
-            continue
-        return seconds if math.isfinite(seconds) and seconds > 0 else None
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
-            return None
-        seconds = email.utils.mktime_tz(parsed) - time.time()
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return float(seconds) if seconds > 0 else None
-
-
-def _seconds(value: float) -> str:
-    return f"{value:g} s"
-
-
-def _why(cause: BaseException) -> str:
-    text = str(cause).lower()
-    if "refused" in text:
-        return " (connection refused)"
-    if "name" in text and ("resolution" in text or "known" in text) or "getaddrinfo" in text:
-        return " (unknown host)"
-    return ""
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _cause_name(err: BaseException) -> str:
-    names = [type(err).__name__]
-    if err.__cause__ is not None:
-        names.append(type(err.__cause__).__name__)
-    return " <- ".join(names)

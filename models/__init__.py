@@ -41,6 +41,9 @@ class Thread(db.Model):
     # Set once a person names the thread: the automatic title never replaces their choice.
     title_chosen: Mapped[bool] = mapped_column(default=False, server_default=false())
     share_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The model the thread's next reply is written by (the last one chosen); None: the
+    # default model.
+    model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 

@@ -97,7 +97,7 @@ def test_twelve_websocket_followers_on_both_workers_see_the_reply_live(two_worke
         ws.close()
     assert [r.count("streaming") >= 3 for r in results] == [True] * len(sockets), results
     assert [r[-1] if r else None for r in results] == ["complete"] * len(sockets)
-    body = re.compile(r'class="message-body[^"]*">(.*?)</div>', re.S)
+    body = re.compile(r'class="message-body[^"]*"[^>]*>(.*?)</div>', re.S)
     for frame in last_frames:
         article = frame[frame.index(f'id="message-{reply_id}"'):]
         shown = re.sub(r"<[^>]+>", "", body.search(article).group(1)).split()

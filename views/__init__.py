@@ -10,8 +10,6 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, ServiceUnavailable
 from werkzeug.routing import BaseConverter
 
-from llm.health import ModelHealth
-
 from .access import register_access
 from .feeds import FollowerFeeds
 from .headers import register_security_headers
@@ -45,6 +43,7 @@ def register_blueprints(app: Flask) -> None:
     register_security_headers(app)
     init_limits(app)
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
+                                   "model_choices": app.extensions["relay"].models.choices,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
                                    "status_labels": STATUS_LABELS})
     app.register_blueprint(pages.bp)
@@ -58,9 +57,8 @@ def register_blueprints(app: Flask) -> None:
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,
         queue_frames=app.config["WS_QUEUE_FRAMES"])
-    app.extensions["relay_model_health"] = ModelHealth(
-        app.extensions["relay"].provider, ttl_s=app.config["MODEL_HEALTH_TTL_S"],
-        timeout_s=app.config["MODEL_HEALTH_TIMEOUT_S"])
+    models = app.extensions["relay"].models
+    app.extensions["relay_model_health"] = models.health(models.default)
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(time_ago, "ago")
     app.register_error_handler(HTTPException, _http_error)

@@ -1,22 +1,54 @@
-"""Operational endpoints: health."""
+"""The models on offer, and operational endpoints: health."""
 
 from __future__ import annotations
 
 import os
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, abort, current_app, jsonify, request
 from sqlalchemy import text
 
+from llm import ModelCatalog, ModelChoice
 from models import db
 
 bp = Blueprint("api", __name__)
 
 
+def model_catalog() -> ModelCatalog:
+    return current_app.extensions["relay"].models
+
+
+def unknown_model(model_id: object) -> None:
+    """A 400 that names the models one may choose from."""
+    choices = ", ".join(c.id for c in model_catalog().choices())
+    abort(400, description=f"Unknown model {str(model_id)[:80]!r}; choose one of: {choices}.")
+
+
+def model_arg(model_id: object) -> ModelChoice | None:
+    """The model a request names (None when it names none); a 400 for one not on offer."""
+    if model_id is None or model_id == "":
+        return None
+    choice = model_catalog().get(model_id) if isinstance(model_id, str) else None
+    if choice is None:
+        unknown_model(model_id)
+    return choice
+
+
+@bp.get("/models")
+def model_list():
+    """The models the composer offers, the default first: `[{id, provider, label, vision}]`."""
+    # Not a page: it may wait briefly for the server's own list when that is due.
+    wait = current_app.config["MODEL_LIST_TIMEOUT_S"]
+    return jsonify([c.to_json() for c in model_catalog().choices(wait_s=wait)])
+
+
 @bp.get("/models/health")
 def model_health():
-    """Whether the model answers now (cached a few seconds): the page shows it before a
-    prompt is sent. Always 200; `ok` says whether the model is reachable."""
-    health = current_app.extensions["relay_model_health"].status()
+    """Whether a model (`?model=`, default: the default model) answers now (cached a few
+    seconds): the page shows it before a prompt is sent. 200 whenever the model is known;
+    `ok` says whether it is reachable."""
+    catalog = model_catalog()
+    choice = model_arg(request.args.get("model")) or catalog.default
+    health = {**catalog.health(choice).status(), "id": choice.id}
     return jsonify(health), 200, {"Cache-Control": "no-store"}
 
 

@@ -31,6 +31,7 @@ from models import (
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
+from .api import model_arg
 from .fragments import render_message
 from .limits import limiter, posting_limit
 from .pages import engine
@@ -65,6 +66,23 @@ def prompt_from_request() -> str:
     return content
 
 
+def model_from_request(thread: Thread) -> str:
+    """The id of the model for this prompt: the one asked for (remembered as the thread's
+    choice), else the thread's, else the default; a 400 naming the choices for an unknown one."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        asked = body.get("model") if isinstance(body, dict) else None
+    else:
+        asked = request.form.get("model")
+    models = engine().models
+    choice = model_arg(asked)
+    if choice is not None:
+        thread.model = choice.id
+        return choice.id
+    remembered = models.get(thread.model)
+    return (remembered or models.default).id
+
+
 def title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
@@ -90,19 +108,19 @@ def active_reply_id(thread: Thread) -> int | None:
         .order_by(Message.id.desc()).limit(1))
 
 
-def start_turn(thread: Thread, prompt: str) -> tuple[Message, Message]:
-    """Store the prompt and its pending reply, which a tab (or this worker) will start."""
+def start_turn(thread: Thread, prompt: str, model: str) -> tuple[Message, Message]:
+    """Store the prompt and its pending reply (by `model`), which a tab (or this worker)
+    will start."""
     if engine().admission.full():
         # Every slot busy and a long queue already: say so now rather than keep the
         # prompt waiting for minutes (nothing is created).
         raise ServiceUnavailable(description="Relay is at capacity right now; try again in a "
                                              "few seconds.", retry_after=5)
-    provider = engine().provider
     now = utcnow()
     user = Message(thread_id=thread.id, role="user", content=prompt, status="complete",
                    created_at=now)
     reply = Message(thread_id=thread.id, role="assistant", content="", status=PENDING,
-                    model=provider.model, created_at=now)
+                    model=model, created_at=now)
     if not thread.title_chosen and thread.title == DEFAULT_TITLE:
         thread.title = title_from(prompt)  # named by its first prompt, unless a person did
     thread.updated_at = now
@@ -127,13 +145,16 @@ def message_create(thread_id: int):
     """Post a prompt: the user's message and a pending reply, which a tab (or we) will start.
 
     While a reply of the thread is pending or streaming, a new prompt is a 409 unless the
-    request asks for a parallel reply (`parallel=true`).
+    request asks for a parallel reply (`parallel=true`). `model` (optional) picks the model
+    and becomes the thread's choice for the prompts after it.
     """
     thread = owned_thread(thread_id)
     prompt = prompt_from_request()
+    model = model_from_request(thread)
     if not flag_from_request("parallel") and active_reply_id(thread) is not None:
+        db.session.rollback()  # a refused prompt changes nothing, its model choice included
         abort(409, description=STILL_WRITING)
-    user, reply = start_turn(thread, prompt)
+    user, reply = start_turn(thread, prompt, model)
     if wants_json():
         return jsonify(turn_json(user, reply)), 201
     if is_htmx():

@@ -94,7 +94,7 @@ def thread_json(thread: Thread) -> dict:
     return {"id": thread.id, "title": thread.title, "url": url_for("pages.thread_show",
                                                                    thread_id=thread.id),
             "created_at": thread.created_at.isoformat() + "Z",
-            "updated_at": thread.updated_at.isoformat() + "Z"}
+            "updated_at": thread.updated_at.isoformat() + "Z", "model": thread.model}
 
 
 @bp.get("/favicon.ico")
@@ -135,14 +135,16 @@ def _has_prompt() -> bool:
                error_message="You are sending messages too fast; wait a moment and try again.")
 def thread_create():
     """Create a thread and go to it; with `content`, its first prompt and pending reply too
-    (JSON: 201 with the thread, both messages and `stream_url`)."""
-    from .messages import prompt_from_request, start_turn, turn_json  # messages imports us
+    (JSON: 201 with the thread, both messages and `stream_url`); `model` picks its model."""
+    # messages imports us
+    from .messages import model_from_request, prompt_from_request, start_turn, turn_json
 
     prompt = prompt_from_request() if _has_prompt() else None
     thread = Thread(owner=current_owner(), created_at=utcnow(), updated_at=utcnow())
+    model = model_from_request(thread)  # an unknown model is a 400 before anything is stored
     db.session.add(thread)
     db.session.commit()
-    turn = start_turn(thread, prompt) if prompt is not None else None
+    turn = start_turn(thread, prompt, model) if prompt is not None else None
     url = url_for("pages.thread_show", thread_id=thread.id)
     if wants_json():
         body = {"thread": thread_json(thread), **(turn_json(*turn) if turn else {})}

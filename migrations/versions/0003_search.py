@@ -1,7 +1,7 @@
 """thread titles a person chose; full-text search over titles and messages
 
 Revision ID: 0003s
-Revises: 0002
+Revises: 0003m
 
 SQLite: FTS5 tables over threads.title and messages.content, kept in step by triggers and
 filled from the rows already there. PostgreSQL: GIN indexes on to_tsvector('simple', …)
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = '0003s'
-down_revision = '0002'
+down_revision = '0003m'
 branch_labels = None
 depends_on = None
 

@@ -251,7 +251,10 @@
   function checkHealth() {
     var el = document.getElementById("model-health");
     if (!el) return;
-    fetch("/models/health", { headers: { Accept: "application/json" }, credentials: "same-origin" })
+    // The model picked in the composer, if there is a choice; the default model otherwise.
+    var picker = document.querySelector("#composer select[name=model]");
+    var url = "/models/health" + (picker ? "?model=" + encodeURIComponent(picker.value) : "");
+    fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
@@ -328,4 +331,8 @@
   updateCounter();
   syncTitle();
   checkHealth();
+  // Another model picked: say whether that one is ready.
+  document.addEventListener("change", function (evt) {
+    if (evt.target.matches && evt.target.matches("#composer select[name=model]")) checkHealth();
+  });
 })();

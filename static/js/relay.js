@@ -416,7 +416,11 @@
     if (evt.target !== form) return;
     form.querySelector("button[type=submit]").disabled = false;
     if (evt.detail.successful) {
+      // The model picked stays picked: the thread now remembers it as its own.
+      var picker = form.querySelector("select[name=model]");
+      var picked = picker && picker.value;
       form.reset();
+      if (picker) picker.value = picked;
       stickToBottom = true;
       followScroll();
     }

@@ -95,13 +95,20 @@ def test_another_tab_of_the_thread_shows_stop_and_escape_there_stops_the_reply(c
     wait_until(lambda: composer_state(other)["button"] == "Send", what="Send in the other tab")
 
 
-def test_a_prompt_sent_meanwhile_waits_then_goes_when_the_reply_ends(page, model):
+def queue_a_prompt(page, model) -> tuple[str, str]:
+    """Start a long reply, then write and send a second prompt while it runs; returns the
+    first reply's article id and the second prompt."""
     new_thread(page)
     first = start_long_reply(page, model)
     second_prompt = model.script(QUEUED_REPLY)
     box = page.locator("form#composer textarea[name=content]")
     box.fill(second_prompt)
     box.press("Enter")
+    return first, second_prompt
+
+
+def test_a_prompt_sent_meanwhile_waits_then_goes_when_the_reply_ends(page, model):
+    first, second_prompt = queue_a_prompt(page, model)
 
     state = composer_state(page)
     assert state["queued"] == second_prompt and state["draft"] == ""
@@ -121,12 +128,7 @@ def test_a_prompt_sent_meanwhile_waits_then_goes_when_the_reply_ends(page, model
 
 
 def test_a_queued_prompt_goes_when_the_reply_is_stopped(page, model):
-    new_thread(page)
-    first = start_long_reply(page, model)
-    second_prompt = model.script(QUEUED_REPLY)
-    box = page.locator("form#composer textarea[name=content]")
-    box.fill(second_prompt)
-    box.press("Enter")
+    first, second_prompt = queue_a_prompt(page, model)
     assert composer_state(page)["queued"] == second_prompt
     page.keyboard.press("Escape")
     wait_for_reply(page, first, ("aborted",), timeout=15)

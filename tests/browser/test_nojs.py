@@ -8,7 +8,7 @@ import pytest
 
 from bench.fake_upstream import Reply
 
-from .conftest import norm
+from .conftest import norm, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -75,8 +75,8 @@ def test_with_javascript_the_same_page_switches_to_its_live_wording(context, ups
     box.fill(upstream.script(Reply.words("A short reply.")))
     box.press("Enter")
     page.wait_for_url(re.compile(r"/threads/\d+$"))
-    page.wait_for_function(
-        "document.getElementById('live-status').getAttribute('data-state') === 'live'")
+    status = page.locator("#live-status")
+    wait_until(lambda: status.get_attribute("data-state") == "live", what="the websocket")
     assert page.locator("#live-status").text_content() == "Live"
     assert "Enter sends" in page.locator(
         "form#composer textarea").get_attribute("placeholder")
