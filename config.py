@@ -121,6 +121,8 @@ class Config:
     MAX_CONTENT_LENGTH = _int("MAX_REQUEST_BYTES", 256 * 1024)
     HISTORY_MESSAGES = _int("HISTORY_MESSAGES", 40)
     PAGE_SIZE = _int("PAGE_SIZE", 30)
+    SIDEBAR_PAGE_SIZE = _int("SIDEBAR_PAGE_SIZE", 50)
+    MAX_IMPORT_BYTES = _int("MAX_IMPORT_BYTES", 8 * 1024 * 1024)
     RATE_LIMIT = _env("RATE_LIMIT", "30/minute")
 
     SESSION_COOKIE_NAME = "relay_session"

@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -23,6 +23,8 @@ PENDING, STREAMING = "pending", "streaming"
 COMPLETE, ERROR, ABORTED, INTERRUPTED = "complete", "error", "aborted", "interrupted"
 ACTIVE_STATUSES = (PENDING, STREAMING)
 TERMINAL_STATUSES = (COMPLETE, ERROR, ABORTED, INTERRUPTED)
+DEFAULT_TITLE = "New thread"
+TITLE_MAX_CHARS = 200
 
 
 def utcnow() -> dt.datetime:
@@ -35,7 +37,9 @@ class Thread(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), index=True)
-    title: Mapped[str] = mapped_column(String(200), default="New thread")
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_CHARS), default=DEFAULT_TITLE)
+    # Set once a person names the thread: the automatic title never replaces their choice.
+    title_chosen: Mapped[bool] = mapped_column(default=False, server_default=false())
     share_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     # The model the thread's next reply is written by (the last one chosen); None: the
     # default model.
@@ -134,3 +138,7 @@ class StreamDelta(db.Model):
     start: Mapped[int] = mapped_column()
     end: Mapped[int] = mapped_column()
     text: Mapped[str] = mapped_column(Text)
+
+
+# The full-text index is built with the tables (create_all) as the migrations build it.
+from . import search  # noqa: E402,F401

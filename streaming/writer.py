@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.event import Event
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import STREAMING, Message, StreamDelta, thread_channel, utcnow
@@ -189,6 +190,8 @@ class DeltaWriter:
             self.stats.failures += 1
             log.warning("delta writer commit failed, keeping %d streams in memory: %s",
                         len(flushes) + len(finals), err)
+            if isinstance(err, IntegrityError):
+                self._drop_deleted()
             return False
 
         self.stats.commits += 1
@@ -214,6 +217,25 @@ class DeltaWriter:
                 self._on_finalized(gen)
         self._hub.publish_many(events)
         return True
+
+    def _drop_deleted(self) -> None:
+        """Stop and forget the generations whose message was deleted (its thread went):
+        their rows can never be written, and must not hold back everyone else's."""
+        try:
+            with self._session_factory() as session:
+                existing = set(session.scalars(
+                    select(Message.id).where(Message.id.in_(list(self._active)))))
+        except Exception as err:
+            log.warning("delta writer could not look for deleted replies: %s", err)
+            return
+        for message_id in [m for m in self._active if m not in existing]:
+            gen = self._active.pop(message_id)
+            log.info("message %s was deleted while generating; dropping it", message_id)
+            if not gen.done and self._on_cancel is not None:
+                self._on_cancel(gen)
+            gen.finalized.set()
+            if self._on_finalized is not None:
+                self._on_finalized(gen)
 
     def _apply_cancels(self, message_ids: set[int]) -> None:
         for message_id in message_ids:

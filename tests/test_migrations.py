@@ -15,7 +15,8 @@ from sqlalchemy import inspect
 
 from app import create_app
 from config import TestConfig
-from models import db
+from models import Thread, db
+from models.search import is_search_table
 
 MODEL_TABLES = {"threads", "messages", "stream_deltas"}
 
@@ -56,12 +57,25 @@ def schema_differences() -> list:
     """What autogenerate would write to turn the database into the models' schema."""
     with db.engine.connect() as connection:
         context = MigrationContext.configure(
-            connection, opts={"compare_type": True, "compare_server_default": True})
+            connection, opts={"compare_type": True, "compare_server_default": True,
+                              "include_name": _models_only})
         return compare_metadata(context, db.metadata)
 
 
+def _models_only(name, type_, parent_names) -> bool:
+    return not (type_ == "table" and is_search_table(name))
+
+
 def tables() -> set[str]:
-    return set(inspect(db.engine).get_table_names())
+    return {t for t in inspect(db.engine).get_table_names() if not is_search_table(t)}
+
+
+def search_objects() -> set[tuple[str, str]]:
+    """The full-text tables and triggers SQLite holds (type, name)."""
+    with db.engine.connect() as connection:
+        return {(kind, name) for kind, name in connection.exec_driver_sql(
+            "SELECT type, name FROM sqlite_master WHERE type = 'trigger' "
+            "OR (type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%')")}
 
 
 def current_revision() -> str | None:
@@ -121,3 +135,38 @@ def test_a_migrated_database_serves_a_conversation(fresh_app):
     for greenlet in list(relay._headless):
         greenlet.kill(block=False)
     relay.writer.stop()
+
+
+def test_upgrade_builds_the_search_index_create_all_builds(fresh_app, tmp_path):
+    upgrade()
+    migrated = search_objects()
+    other = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'made.sqlite3'}"})
+    with other.app_context():
+        db.create_all()
+        made = search_objects()
+        db.engine.dispose()
+    assert migrated == made
+    assert {("table", "messages_fts"), ("table", "threads_fts")} <= migrated
+    assert len([kind for kind, _ in migrated if kind == "trigger"]) == 6
+
+
+def test_upgrade_keeps_and_indexes_the_rows_already_there(fresh_app):
+    upgrade(revision="0002")
+    with db.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO threads (id, owner, title, created_at, updated_at) "
+            "VALUES (1, 'someone', 'Old lighthouse notes', '2024-01-01', '2024-01-01')")
+        connection.exec_driver_sql(
+            "INSERT INTO messages (thread_id, role, content, status, cancel_requested, "
+            "created_at, updated_at) VALUES (1, 'user', 'tell me about puffins', 'complete', "
+            "0, '2024-01-01', '2024-01-01')")
+    upgrade()
+    from models.search import search
+
+    hits = search(db.session, "someone", "puffin")
+    assert [(h.thread_id, h.message_id is not None) for h in hits] == [(1, True)]
+    assert "<mark>puffins</mark>" in str(hits[0].snippet)
+    assert [h.message_id for h in search(db.session, "someone", "lighthouse")] == [None]
+    assert search(db.session, "someone else", "puffins") == []
+    # A plain ADD COLUMN: the thread and its message are still there, the title automatic.
+    assert db.session.get(Thread, 1).title_chosen is False

@@ -783,7 +783,9 @@ def test_error_for_htmx_is_a_fragment(client):
     ("GET", "/messages/1/cancel"),
     ("POST", "/healthz"),
     ("POST", "/"),
-    ("DELETE", "/threads/1"),
+    ("DELETE", "/messages/1"),
+    ("GET", "/threads/1/rename"),
+    ("GET", "/threads/import"),
 ])
 def test_wrong_method_is_405_with_allow(client, method, url):
     page = client.open(url, method=method)

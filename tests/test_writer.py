@@ -315,3 +315,30 @@ def test_tick_gaps_are_reported_as_p50_p99_max(engine):
     assert stats.gaps_ms() == {"n": 0, "p50": None, "p99": None, "max": None}
     stats.gaps.extend([0.1] * 98 + [0.15, 0.4])
     assert stats.gaps_ms() == {"n": 100, "p50": 100.0, "p99": 400.0, "max": 400.0}
+
+
+def test_a_reply_whose_thread_was_deleted_is_dropped_and_the_others_are_still_written(engine):
+    # Foreign keys enforced, as Relay's own SQLite connections and PostgreSQL do.
+    engine.dispose()
+    event.listen(engine, "connect",
+                 lambda conn, _record: conn.execute("PRAGMA foreign_keys=ON"))
+    clock = FakeClock()
+    cancelled: list[int] = []
+    writer = make_writer(engine, clock)
+    writer._on_cancel = lambda g: cancelled.append(g.message_id)
+    (kept,) = make_messages(engine, 1)
+    (gone,) = make_messages(engine, 1)
+    kept_gen, gone_gen = Generation(kept, 1, clock=clock), Generation(gone, 2, clock=clock)
+    writer.add(kept_gen)
+    writer.add(gone_gen)
+    with Session(engine) as session:
+        session.execute(StreamDelta.__table__.delete().where(StreamDelta.message_id == gone))
+        session.execute(Message.__table__.delete().where(Message.id == gone))
+        session.commit()
+    kept_gen.append("still here ")
+    gone_gen.append("into the void ")
+    assert writer.tick() is False  # the deleted reply's row cannot be written
+    assert cancelled == [gone] and gone_gen.finalized.is_set()
+    assert writer.tick() is True
+    assert [r[2] for r in deltas_of(engine, kept)] == ["still here "]
+    assert writer.active_count == 1

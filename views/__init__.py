@@ -33,7 +33,7 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, sockets, stream
+    from . import api, messages, pages, search, sockets, stream, threads
     from .fragments import STATUS_LABELS
     from .markdown import render_markdown
     from .timefmt import time_ago
@@ -50,6 +50,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(messages.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(threads.bp)
+    app.register_blueprint(search.bp)
     app.register_blueprint(sockets.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(

@@ -18,6 +18,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from models import (
     ABORTED,
     ACTIVE_STATUSES,
+    DEFAULT_TITLE,
     ERROR,
     INTERRUPTED,
     PENDING,
@@ -120,8 +121,8 @@ def start_turn(thread: Thread, prompt: str, model: str) -> tuple[Message, Messag
                    created_at=now)
     reply = Message(thread_id=thread.id, role="assistant", content="", status=PENDING,
                     model=model, created_at=now)
-    if thread.title == "New thread":
-        thread.title = title_from(prompt)
+    if not thread.title_chosen and thread.title == DEFAULT_TITLE:
+        thread.title = title_from(prompt)  # named by its first prompt, unless a person did
     thread.updated_at = now
     db.session.add_all([user, reply])
     db.session.commit()
@@ -224,6 +225,16 @@ def _stop_elsewhere(message: Message) -> None:
         relay.request_stop(message)
         db.session.close()  # hold no connection while the other worker saves the reply
         relay.wait_for_end(subscription, message.id, current_app.config["CANCEL_WAIT_S"])
+
+
+def stop_reply(message: Message) -> None:
+    """Stop a pending or streaming reply wherever it runs; wait briefly for its end."""
+    generation = engine().cancel(message.id)
+    if generation is not None:
+        db.session.close()  # the writer may need a connection to save the stopped state
+        generation.finalized.wait(current_app.config["CANCEL_WAIT_S"])
+    else:
+        _stop_elsewhere(message)
 
 
 RESUMABLE = (ERROR, ABORTED, INTERRUPTED)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from urllib.parse import urlsplit
 
 from flask import (
@@ -14,7 +15,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import exists, select
+from sqlalchemy import and_, exists, or_, select
 
 from models import Message, Thread, db, utcnow
 
@@ -26,20 +27,28 @@ from .limits import limiter, posting_limit
 bp = Blueprint("pages", __name__)
 
 
-def owner_threads(limit: int = 50, *, owner: str | None = None,
-                  with_empty: bool = True) -> list[Thread]:
+def owner_threads(limit: int = 50, *, owner: str | None = None, with_empty: bool = True,
+                  before: tuple[dt.datetime, int] | None = None) -> list[Thread]:
     """This browser's threads, newest first; `with_empty=False` leaves out threads that
-    have no message yet (the sidebar: nobody wants a list of blank "New thread"s)."""
+    have no message yet (the sidebar: nobody wants a list of blank "New thread"s);
+    `before` = (updated_at, id) of the last thread of the previous page."""
     query = select(Thread).where(Thread.owner == (owner or current_owner()))
     if not with_empty:
         query = query.where(exists().where(Message.thread_id == Thread.id))
+    if before is not None:
+        updated_at, thread_id = before
+        query = query.where(or_(Thread.updated_at < updated_at,
+                                and_(Thread.updated_at == updated_at, Thread.id < thread_id)))
     return list(db.session.scalars(
         query.order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit)))
 
 
-def sidebar_threads() -> list[Thread]:
-    """The threads the sidebar lists: the owner's, those with messages only."""
-    return owner_threads(with_empty=False)
+def sidebar_threads(before: tuple[dt.datetime, int] | None = None) -> dict:
+    """The sidebar's first page (threads with messages, newest first) and its next cursor."""
+    from .threads import sidebar_page  # threads imports us
+
+    threads, next_cursor = sidebar_page(before)
+    return {"threads": threads, "next_cursor": next_cursor}
 
 
 def message_page(thread: Thread, before: int | None = None) -> tuple[list[Message], bool]:
@@ -99,7 +108,9 @@ def thread_index():
     """The home page: a composer that starts a thread, suggestions, the thread list."""
     if wants_json():
         return jsonify(threads=[thread_json(t) for t in owner_threads()])
-    return render_template("index.html", threads=sidebar_threads(),
+    from .threads import cursor_arg  # threads imports us
+
+    return render_template("index.html", **sidebar_threads(cursor_arg()),
                            suggestions=SUGGESTIONS,
                            max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"])
 
@@ -159,7 +170,7 @@ def render_thread(thread: Thread, *, readonly: bool):
                            ws_url=urlsplit(url_for("sockets.thread_socket",
                                                    thread_id=thread.id)).path,
                            max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"],
-                           threads=[] if readonly else sidebar_threads())
+                           **({"threads": []} if readonly else sidebar_threads()))
 
 
 @bp.get("/threads/<id:thread_id>")

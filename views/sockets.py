@@ -75,6 +75,9 @@ def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
     browser's session (forms take the CSRF token from the page's header).
     """
     try:
+        if any(event.get("type") == "deleted" for event in events):
+            return render_template("_thread_deleted.html", thread_id=thread_id,
+                                   readonly=readonly)
         thread = db.session.get(Thread, thread_id)
         if thread is None:
             return ""
@@ -86,9 +89,12 @@ def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
 def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
     created: list[int] = []
     changed: list[int] = []
+    renamed = False
     for event in events:
         kind = event.get("type")
-        if kind == "created":
+        if kind == "renamed":
+            renamed = True
+        elif kind == "created":
             created += [i for i in event.get("messages", []) if i not in created]
         elif kind == "resync":  # events may have been lost: every active message again
             changed += [m for m in db.session.scalars(
@@ -107,7 +113,10 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
                                              csrf_token=_no_token))
         # A first prompt names the thread; a new turn moves it to the top of the list.
         parts.append(render_template("_thread_changed.html", thread=thread,
-                                     readonly=readonly))
+                                     readonly=readonly, csrf_token=_no_token))
+    elif renamed:
+        parts.append(render_template("_thread_renamed.html", thread=thread, readonly=readonly,
+                                     csrf_token=_no_token))
     for message_id in changed:
         if message_id in created:
             continue

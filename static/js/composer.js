@@ -285,8 +285,8 @@
     var fragment = evt.detail.fragment;
     if (!target || target.id !== "thread-list" || !fragment || !fragment.querySelectorAll) return;
     // A thread's entry comes back to the top of the list: drop the one it replaces.
-    fragment.querySelectorAll("a.thread-link[id]").forEach(function (link) {
-      var old = document.getElementById(link.id);
+    fragment.querySelectorAll(".thread-item[id]:not([data-in-place])").forEach(function (item) {
+      var old = document.getElementById(item.id);
       if (old) old.remove();
     });
   });

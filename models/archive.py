@@ -1,0 +1,211 @@
+"""A thread as a file: Markdown to read, JSON to keep and import again (the whole tree)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from . import (
+    ACTIVE_STATUSES,
+    DEFAULT_TITLE,
+    INTERRUPTED,
+    TERMINAL_STATUSES,
+    TITLE_MAX_CHARS,
+    Message,
+    Thread,
+    db,
+    utcnow,
+)
+
+FORMAT = "relay.thread"
+VERSION = 1
+ROLES = ("user", "assistant")
+MAX_MESSAGES = 10_000
+MAX_MESSAGE_CHARS = 1_000_000
+ROLE_HEADINGS = {"user": "You", "assistant": "Assistant"}
+
+
+class ArchiveError(ValueError):
+    """What is wrong with an imported file, in words a person can act on."""
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return value.isoformat() + "Z" if value else None
+
+
+def message_record(message: Message, text: str | None = None) -> dict[str, Any]:
+    """Every field needed to rebuild `message` (its `parent_id` when messages have one)."""
+    record = {
+        "id": message.id,
+        "parent_id": getattr(message, "parent_id", None),
+        "role": message.role,
+        "content": message.content if text is None else text,
+        "status": message.status,
+        "error": message.error,
+        "model": message.model,
+        "usage": message.usage,
+        "timings": message.timings,
+        "created_at": _time(message.created_at),
+    }
+    return record
+
+
+def thread_json(thread: Thread, messages: list[Message], texts: dict[int, str]) -> dict:
+    """The JSON export: the thread and all its messages, oldest first."""
+    return {"format": FORMAT, "version": VERSION,
+            "thread": {"id": thread.id, "title": thread.title,
+                       "title_chosen": thread.title_chosen,
+                       "created_at": _time(thread.created_at),
+                       "updated_at": _time(thread.updated_at)},
+            "messages": [message_record(m, texts.get(m.id)) for m in messages]}
+
+
+def thread_markdown(thread: Thread, messages: list[Message], texts: dict[int, str]) -> str:
+    """The Markdown export: the title, then each message under who wrote it."""
+    parts = [f"# {_one_line(thread.title)}", ""]
+    for message in messages:
+        heading = ROLE_HEADINGS.get(message.role, message.role.title())
+        if message.role == "assistant" and message.model:
+            heading += f" ({_one_line(message.model)})"
+        parts += [f"## {heading}", "", texts.get(message.id, message.content).rstrip(), ""]
+        if message.status not in ("complete",):
+            note = f"*{message.status}*"
+            if message.error:
+                note += f": {_one_line(message.error)}"
+            parts += [f"> {note}", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+# -- import --------------------------------------------------------------------------------
+def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
+    """Rebuild an exported thread for `owner` (added to the session, not committed).
+
+    Raises ArchiveError, naming the first thing wrong, for anything but a Relay export.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ArchiveError(f"This is not a Relay thread export ('format' must be '{FORMAT}').")
+    if data.get("version") != VERSION:
+        raise ArchiveError(f"Unsupported export version {data.get('version')!r}; "
+                           f"this Relay reads version {VERSION}.")
+    source = _field(data, "thread", dict, "the export")
+    records = _field(data, "messages", list, "the export")
+    if len(records) > MAX_MESSAGES:
+        raise ArchiveError(f"Too many messages ({len(records)}); the limit is {MAX_MESSAGES}.")
+    title = _field(source, "title", str, "the thread", default=DEFAULT_TITLE).strip()
+    if not title or len(title) > TITLE_MAX_CHARS or _has_controls(title):
+        raise ArchiveError(f"The thread's 'title' must be one line of 1 to {TITLE_MAX_CHARS} "
+                           "characters.")
+    chosen = _field(source, "title_chosen", bool, "the thread", default=False)
+    now = utcnow()
+    thread = Thread(owner=owner, title=title, title_chosen=chosen,
+                    created_at=_parse_time(source.get("created_at"), "the thread") or now,
+                    updated_at=now)
+    db.session.add(thread)
+    db.session.flush()
+    has_parents = hasattr(Message, "parent_id")
+    new_ids: dict[int, int] = {}
+    messages: list[Message] = []
+    for index, record in enumerate(records):
+        where = f"message {index + 1}"
+        if not isinstance(record, dict):
+            raise ArchiveError(f"{where.capitalize()} is not an object.")
+        message = _message(record, where, thread.id, now)
+        parent = record.get("parent_id")
+        if parent is not None:
+            if not isinstance(parent, int) or isinstance(parent, bool) or parent not in new_ids:
+                raise ArchiveError(f"{where.capitalize()}'s 'parent_id' does not name an "
+                                   "earlier message of the export.")
+            if has_parents:
+                message.parent_id = new_ids[parent]
+        db.session.add(message)
+        db.session.flush()
+        source_id = record.get("id")
+        if source_id is not None:
+            if not isinstance(source_id, int) or isinstance(source_id, bool) \
+                    or source_id in new_ids:
+                raise ArchiveError(f"{where.capitalize()}'s 'id' must be a whole number "
+                                   "unique in the export.")
+            new_ids[source_id] = message.id
+        messages.append(message)
+    return thread, messages
+
+
+def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Message:
+    role = _field(record, "role", str, where)
+    if role not in ROLES:
+        raise ArchiveError(f"{where.capitalize()}'s 'role' must be one of {', '.join(ROLES)}.")
+    content = _field(record, "content", str, where)
+    if len(content) > MAX_MESSAGE_CHARS or _not_text(content):
+        raise ArchiveError(f"{where.capitalize()}'s 'content' must be text of at most "
+                           f"{MAX_MESSAGE_CHARS} characters.")
+    status = _field(record, "status", str, where, default="complete")
+    if status not in (*TERMINAL_STATUSES, *ACTIVE_STATUSES):
+        raise ArchiveError(f"{where.capitalize()}'s 'status' must be one of "
+                           f"{', '.join((*TERMINAL_STATUSES, *ACTIVE_STATUSES))}.")
+    if status in ACTIVE_STATUSES:
+        status = INTERRUPTED  # nothing generates it here: it can be continued
+    error = _field(record, "error", str, where, default=None, nullable=True)
+    model = _field(record, "model", str, where, default=None, nullable=True)
+    if (error and len(error) > 500) or (model and len(model) > 200):
+        raise ArchiveError(f"{where.capitalize()}'s 'error' or 'model' is too long.")
+    usage = _field(record, "usage", dict, where, default=None, nullable=True)
+    timings = _field(record, "timings", dict, where, default={}, nullable=True) or {}
+    ttft, duration = timings.get("ttft_ms"), timings.get("duration_ms")
+    for value in (ttft, duration):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 0 <= value < 2**31):
+            raise ArchiveError(f"{where.capitalize()}'s 'timings' must be whole milliseconds.")
+    created = _parse_time(record.get("created_at"), where) or now
+    return Message(thread_id=thread_id, role=role, content=content, status=status,
+                   error=error, model=model, usage=usage, ttft_ms=ttft, duration_ms=duration,
+                   created_at=created, updated_at=now)
+
+
+_MISSING = object()
+KIND_NAMES = {str: "a string", dict: "an object", list: "a list", bool: "true or false"}
+
+
+def _field(record: dict, name: str, kind: type, where: str, *, default: Any = _MISSING,
+           nullable: bool = False) -> Any:
+    value = record.get(name, _MISSING)
+    if value is _MISSING:
+        if default is _MISSING:
+            raise ArchiveError(f"'{name}' is missing from {where}.")
+        return default
+    if value is None and nullable:
+        return None
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ArchiveError(f"'{name}' of {where} must be {KIND_NAMES[kind]}.")
+    if kind is str and _not_text(value):
+        raise ArchiveError(f"'{name}' of {where} is not valid Unicode text.")
+    return value
+
+
+def _parse_time(value: Any, where: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ArchiveError(f"'created_at' of {where} must be an ISO 8601 time.")
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _has_controls(value: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def _not_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" is valid JSON)
+        return True
+    return "\x00" in value  # PostgreSQL text cannot hold NUL
