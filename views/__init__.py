@@ -35,7 +35,7 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, sockets, stream
+    from . import api, messages, pages, sockets, stream, versions
     from .fragments import STATUS_LABELS
     from .markdown import render_markdown
     from .timefmt import time_ago
@@ -52,6 +52,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(stream.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(sockets.bp)
+    app.register_blueprint(versions.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,
