@@ -74,6 +74,13 @@
     }
   });
 
+  // htmx wires up swapped-in controls when the swap settles; a click on ‹ › or Regenerate
+  // before that would submit its form without htmx (a page load): wire the control now.
+  document.addEventListener("click", function (evt) {
+    var control = evt.target.closest && evt.target.closest("#messages button[hx-post]");
+    if (control) htmx.process(control);
+  }, true);
+
   // -- the path from the websocket: replaces the list only when it shows another path --------
   function shownIds(list) {
     return Array.prototype.map.call(list.querySelectorAll("article.message"),
