@@ -303,3 +303,18 @@ def _check_tree(app, client, thread_id: int, expected_path: list[int]) -> None:
             for i in expected_path[:-1]]
         short = build_history(db.session, last, system_prompt=None, limit=3)
         assert short == history[1:][-3:]
+
+
+def test_a_polling_page_gets_the_new_path_once_its_newest_message_left_it(client, token,
+                                                                         thread_id, turn):
+    old = turn["assistant_message"]["id"]
+    url = f"/threads/{thread_id}/messages?after={old}&follow=poll"
+    assert Dom(client.get(url, headers=HTMX).text).articles == []  # nothing new yet
+    new = post(client, token, f"/messages/{old}/regenerate").json["message"]["id"]
+    answer = client.get(url, headers=HTMX)
+    dom = Dom(answer.text)
+    replaced = dom.find("div", id="messages")
+    assert replaced["hx-swap-oob"] == "true" and "data-active-path" in replaced
+    assert [int(a["data-message-id"]) for a in dom.articles] == [turn["user_message"]["id"],
+                                                                 new]
+    assert dom.find("div", id="poll-newer")["hx-get"].endswith(f"after={new}&follow=poll")

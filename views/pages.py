@@ -236,6 +236,15 @@ def thread_messages(thread_id: int):
     if before is not None and after is not None:
         abort(400, description="Ask for messages 'before' or 'after' an id, not both.")
     tree = ThreadTree.load(db.session, thread)
+    mode = follow_mode()
+    readonly = not is_owner(thread)
+    if after and mode == "poll" and not wants_json() and after not in tree.path():
+        # The page's newest message left the active path: another version was chosen.
+        messages, has_more = message_page(thread, tree=tree)
+        return render_template("_active_path_oob.html", thread=thread, messages=messages,
+                               texts=message_texts(messages), versions=versions_of(tree, messages),
+                               has_more=has_more, readonly=readonly, follow=mode,
+                               live=live_mode(mode, owner=not readonly))
     if after is not None:
         messages, has_more = messages_after(thread, after, tree=tree), False
     else:
@@ -245,8 +254,6 @@ def thread_messages(thread_id: int):
     if wants_json():
         return jsonify(messages=[m.to_json(texts[m.id], siblings=versions[m.id])
                                  for m in messages], has_more=has_more)
-    mode = follow_mode()
-    readonly = not is_owner(thread)
     html = render_template("_messages.html", thread=thread, messages=messages, texts=texts,
                            versions=versions, has_more=has_more, readonly=readonly, follow=mode,
                            live=live_mode(mode, owner=not readonly))

@@ -157,7 +157,7 @@ def test_switching_away_from_a_streaming_version_and_back_continues_it_exactly(p
     print(f"time to switch versions (click to painted): {figures}")
 
 
-def test_other_tabs_and_share_viewers_follow_a_switch_live(context, new_context, upstream):
+def test_other_tabs_pollers_and_share_viewers_follow_a_switch_live(context, new_context, upstream):
     page = context.new_page()
     thread = new_thread(page)
     prompt = upstream.script(Reply.words(FIRST), Reply.words(SECOND, token_delay_s=0.01))
@@ -168,16 +168,18 @@ def test_other_tabs_and_share_viewers_follow_a_switch_live(context, new_context,
     other.goto(thread)
     wait_until(lambda: other.locator("#live-status").get_attribute("data-state") == "live",
                what="the second tab's websocket")
+    poller = context.new_page()
+    poller.goto(thread + "?follow=poll")
 
     new = regenerate(page, old)
-    for follower in (other, viewer):
+    for follower in (other, viewer, poller):
         done = wait_for_reply(follower, new, ("complete",))
         assert norm(done["text"]) == norm(SECOND)
         wait_until(lambda f=follower: label(f, new) == "2 / 2", what="the new version's label")
         assert follower.locator(f"#{old}").count() == 0
 
     switch(page, new, "prev", old)
-    for follower in (other, viewer):
+    for follower in (other, viewer, poller):
         wait_until(lambda f=follower: f.locator(f"#{old}").count() == 1,
                    what="the follower to show the chosen version")
         assert label(follower, old) == "1 / 2"
