@@ -44,6 +44,9 @@ class Thread(db.Model):
     # The model the thread's next reply is written by (the last one chosen); None: the
     # default model.
     model: Mapped[str | None] = mapped_column(String(200))
+    # The last message of the path the thread shows and sends to the model (models.tree).
+    # No foreign key: threads and messages would then reference each other.
+    active_leaf_id: Mapped[int | None] = mapped_column()
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
@@ -82,6 +85,11 @@ class Message(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    # The message this one answers or follows (None for a thread's first prompts); messages
+    # with the same parent and role are versions of one turn.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL", name="fk_messages_parent_id"),
+        index=True)
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default=COMPLETE)
@@ -109,11 +117,22 @@ class Message(db.Model):
     def timings(self) -> dict[str, int | None]:
         return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
 
-    def to_json(self, text: str | None = None) -> dict[str, Any]:
-        """The contract's JSON shape; `text` overrides content for a reply still streaming."""
+    def to_json(self, text: str | None = None, *,
+                siblings: list[int] | None = None) -> dict[str, Any]:
+        """The contract's JSON shape; `text` overrides content for a reply still streaming.
+
+        `siblings`: the ids of this turn's versions, this one included, oldest first (read
+        from the database when not given).
+        """
+        if siblings is None:
+            from .tree import sibling_ids
+
+            siblings = sibling_ids(db.session, self)
         return {
             "id": self.id,
             "thread_id": self.thread_id,
+            "parent_id": self.parent_id,
+            "siblings": siblings,
             "role": self.role,
             "status": self.status,
             "content": self.content if text is None else text,

@@ -11,12 +11,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from app import create_app
 from config import TestConfig
 from models import Thread, db
 from models.search import is_search_table
+from models.tree import ThreadTree
 
 MODEL_TABLES = {"threads", "messages", "stream_deltas"}
 
@@ -170,3 +171,82 @@ def test_upgrade_keeps_and_indexes_the_rows_already_there(fresh_app):
     assert search(db.session, "someone else", "puffins") == []
     # A plain ADD COLUMN: the thread and its message are still there, the title automatic.
     assert db.session.get(Thread, 1).title_chosen is False
+# -- conversation trees (0003): an existing database keeps every message, now on one path ------
+OLD_THREADS = {1: ["user", "assistant", "user", "assistant"], 2: ["user", "assistant"], 3: []}
+
+
+def seed_old_schema() -> dict[int, list[int]]:
+    """Threads and messages as a database at revision 0002 holds them, interleaved by id;
+    a reply still being written keeps a delta."""
+    ids: dict[int, list[int]] = {t: [] for t in OLD_THREADS}
+    with db.engine.begin() as conn:
+        for thread_id in OLD_THREADS:
+            conn.execute(text("INSERT INTO threads (id, owner, title, created_at, updated_at) "
+                              "VALUES (:id, 'o', 't', :now, :now)"),
+                         {"id": thread_id, "now": "2024-01-01 00:00:00"})
+        order = [(t, role) for step in range(4) for t, roles in OLD_THREADS.items()
+                 if step < len(roles) for role in [roles[step]]]
+        for message_id, (thread_id, role) in enumerate(order, start=1):
+            conn.execute(text(
+                "INSERT INTO messages (id, thread_id, role, content, status, cancel_requested, "
+                "created_at, updated_at) VALUES (:id, :t, :role, :content, :status, false, "
+                ":now, :now)"),
+                {"id": message_id, "t": thread_id, "role": role, "content": f"text {message_id}",
+                 "status": "streaming" if message_id == len(order) else "complete",
+                 "now": "2024-01-01 00:00:00"})
+            ids[thread_id].append(message_id)
+        conn.execute(text('INSERT INTO stream_deltas (message_id, start, "end", text) '
+                          "VALUES (:m, 0, 5, 'hello')"), {"m": len(order)})
+    return ids
+
+
+def check_trees_upgrade() -> None:
+    upgrade(revision="0002")
+    ids = seed_old_schema()
+    upgrade()
+    assert schema_differences() == []
+    with db.engine.connect() as conn:
+        parents = dict(conn.execute(text("SELECT id, parent_id FROM messages")).all())
+        leaves = dict(conn.execute(text("SELECT id, active_leaf_id FROM threads")).all())
+        deltas = conn.execute(text("SELECT message_id, text FROM stream_deltas")).all()
+    for thread_id, messages in ids.items():
+        # Each message follows the one before it in its own thread; nothing is lost.
+        assert [parents.pop(m) for m in messages] == [None, *messages][:len(messages)]
+        assert leaves[thread_id] == (messages[-1] if messages else None)
+    assert parents == {}
+    assert [tuple(d) for d in deltas] == [(ids[1][-1], "hello")]
+    # The app shows and sends the same conversation as before.
+    thread = db.session.get(Thread, 1)
+    assert ThreadTree.load(db.session, thread).path() == ids[1]
+    db.session.close()  # its read lock would hold up the downgrade's ALTER TABLE
+    downgrade(revision="0002")
+    with db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM stream_deltas")).scalar_one() == 1
+
+
+def test_trees_migration_puts_existing_threads_on_one_path_on_sqlite(fresh_app):
+    check_trees_upgrade()
+
+
+@pytest.fixture
+def fresh_postgres_app(postgres_url) -> Iterator[Flask]:
+    """An app on an empty PostgreSQL database of its own."""
+    import psycopg
+
+    base, _, _ = postgres_url.rpartition("/")
+    name = f"{postgres_url.rpartition('/')[2]}_trees"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    app = create_app(TestConfig, {"DATABASE_URL": f"{base}/{name}"})
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_trees_migration_puts_existing_threads_on_one_path_on_postgresql(fresh_postgres_app):
+    check_trees_upgrade()

@@ -33,7 +33,7 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, search, sockets, stream, threads
+    from . import api, messages, pages, search, sockets, stream, threads, versions
     from .fragments import STATUS_LABELS
     from .markdown import render_markdown
     from .timefmt import time_ago
@@ -53,6 +53,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(threads.bp)
     app.register_blueprint(search.bp)
     app.register_blueprint(sockets.bp)
+    app.register_blueprint(versions.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import current_app, render_template, request
 
-from models import Message, Thread
+from models import Message, Thread, db
+from models.tree import sibling_ids
 
 FOLLOW_MODES = ("auto", "ws", "poll")
 STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
@@ -27,14 +28,30 @@ def live_mode(mode: str, *, owner: bool) -> str | None:
 
 
 def render_message(message: Message, text: str, *, live: str | None = None, oob: bool = False,
-                   readonly: bool = False, **context) -> str:
+                   readonly: bool = False, versions: dict[int, list[int]] | None = None,
+                   **context) -> str:
+    """One message's fragment, with its ‹ n / m › versions (read from the database when
+    not given)."""
+    if versions is None:
+        versions = {message.id: sibling_ids(db.session, message)}
     return render_template("_message.html", message=message, text=text, live=live, oob=oob,
-                           readonly=readonly, **context)
+                           readonly=readonly, versions=versions, **context)
 
 
 def render_new_messages_oob(thread: Thread, messages: list[Message], texts: dict[int, str],
-                            *, readonly: bool, **context) -> str:
+                            *, readonly: bool, versions: dict[int, list[int]],
+                            **context) -> str:
     """Messages a websocket follower has not seen, appended to its list."""
     return render_template("_messages_oob.html", thread=thread, messages=messages, texts=texts,
                            readonly=readonly, live=None, has_more=False, follow="ws",
-                           **context)
+                           versions=versions, **context)
+
+
+def render_path_oob(thread: Thread, messages: list[Message], texts: dict[int, str], *,
+                    has_more: bool, readonly: bool, versions: dict[int, list[int]],
+                    **context) -> str:
+    """The thread's active path replacing a websocket follower's list: another version of a
+    turn was made active (the page keeps its own list when it already shows that path)."""
+    return render_template("_active_path_oob.html", thread=thread, messages=messages,
+                           texts=texts, readonly=readonly, live=None, has_more=has_more,
+                           follow="ws", versions=versions, **context)

@@ -28,6 +28,7 @@ from models import (
     db,
     utcnow,
 )
+from models.tree import adopt_linear_thread
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
@@ -109,27 +110,66 @@ def active_reply_id(thread: Thread) -> int | None:
 
 
 def start_turn(thread: Thread, prompt: str, model: str) -> tuple[Message, Message]:
-    """Store the prompt and its pending reply (by `model`), which a tab (or this worker)
-    will start."""
+    """Store the prompt and its pending reply (by `model`) at the end of the thread's active
+    path; a tab (or this worker) will start the reply."""
+    for _ in range(LEAF_RACE_RETRIES):
+        adopt_linear_thread(db.session, thread)
+        leaf = thread.active_leaf_id
+        turn = add_turn(thread, leaf, prompt, model=model, follows=leaf)
+        if turn is not None:
+            return turn  # type: ignore[return-value]  (a prompt was given: a user message)
+        db.session.refresh(thread)  # another prompt moved the path's end: follow it
+    abort(409, description="The thread changed while your message was sent; send it again.")
+
+
+LEAF_RACE_RETRIES = 3
+_ANY = object()
+
+
+def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
+             model: str | None = None, follows=_ANY) -> tuple[Message | None, Message] | None:
+    """Store a pending reply under `parent_id` (after a new prompt when `prompt` is given)
+    and make it the thread's active leaf; the reply starts like any other. Its model is
+    `model`, else the one the request asks for or the thread's (model_from_request).
+
+    With `follows`, the leaf moves only if it still is `follows` (two prompts sent at once
+    must not both follow the same message): None, and nothing stored, when it is not.
+    """
     if engine().admission.full():
         # Every slot busy and a long queue already: say so now rather than keep the
         # prompt waiting for minutes (nothing is created).
         raise ServiceUnavailable(description="Relay is at capacity right now; try again in a "
                                              "few seconds.", retry_after=5)
+    model = model or model_from_request(thread)  # an unknown one: a 400, nothing stored
     now = utcnow()
-    user = Message(thread_id=thread.id, role="user", content=prompt, status="complete",
-                   created_at=now)
-    reply = Message(thread_id=thread.id, role="assistant", content="", status=PENDING,
-                    model=model, created_at=now)
-    if not thread.title_chosen and thread.title == DEFAULT_TITLE:
+    user = None
+    if prompt is not None:
+        user = Message(thread_id=thread.id, parent_id=parent_id, role="user", content=prompt,
+                       status="complete", created_at=now)
+        db.session.add(user)
+        db.session.flush()
+        parent_id = user.id
+    reply = Message(thread_id=thread.id, parent_id=parent_id, role="assistant", content="",
+                    status=PENDING, model=model, created_at=now)
+    db.session.add(reply)
+    db.session.flush()
+    moved = update(Thread).where(Thread.id == thread.id)
+    if follows is not _ANY:
+        moved = moved.where(Thread.active_leaf_id.is_(None) if follows is None
+                            else Thread.active_leaf_id == follows)
+    if db.session.execute(moved.values(active_leaf_id=reply.id)).rowcount != 1:
+        db.session.rollback()
+        return None
+    thread.active_leaf_id = reply.id
+    if prompt is not None and not thread.title_chosen and thread.title == DEFAULT_TITLE:
         thread.title = title_from(prompt)  # named by its first prompt, unless a person did
     thread.updated_at = now
-    db.session.add_all([user, reply])
     db.session.commit()
     # No tab may ever claim it (no JavaScript, closed tab): then this worker runs it.
     engine().schedule_headless(reply.id)
     # Other tabs and followers of this thread learn of the new messages right away.
-    engine().hub.publish(thread.channel, {"type": "created", "messages": [user.id, reply.id]})
+    created = [user.id, reply.id] if user is not None else [reply.id]
+    engine().hub.publish(thread.channel, {"type": "created", "messages": created})
     return user, reply
 
 

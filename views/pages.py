@@ -18,6 +18,7 @@ from flask import (
 from sqlalchemy import and_, exists, or_, select
 
 from models import Message, Thread, db, utcnow
+from models.tree import ThreadTree
 
 from . import IdConverter, is_htmx, wants_json
 from .access import current_owner, grant_share, is_owner, owned_thread, readable_thread
@@ -51,21 +52,36 @@ def sidebar_threads(before: tuple[dt.datetime, int] | None = None) -> dict:
     return {"threads": threads, "next_cursor": next_cursor}
 
 
-def message_page(thread: Thread, before: int | None = None) -> tuple[list[Message], bool]:
-    """The newest page of messages (oldest first), older than `before`; and whether more exist."""
+def message_page(thread: Thread, before: int | None = None, *,
+                 tree: ThreadTree | None = None) -> tuple[list[Message], bool]:
+    """The newest page of the active path (oldest first), older than `before`; and whether
+    more exist."""
     size = current_app.config["PAGE_SIZE"]
-    query = select(Message).where(Message.thread_id == thread.id)
+    path = (tree or ThreadTree.load(db.session, thread)).path()
     if before is not None:
-        query = query.where(Message.id < before)
-    rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(size + 1)))
-    return list(reversed(rows[:size])), len(rows) > size
+        path = [i for i in path if i < before]
+    return messages_by_id(path[-size:]), len(path) > size
 
 
-def messages_after(thread: Thread, after: int) -> list[Message]:
-    """Messages newer than `after`, oldest first (a polling tab catching up)."""
-    return list(db.session.scalars(
-        select(Message).where(Message.thread_id == thread.id, Message.id > after)
-        .order_by(Message.id).limit(current_app.config["PAGE_SIZE"])))
+def messages_after(thread: Thread, after: int, *,
+                   tree: ThreadTree | None = None) -> list[Message]:
+    """Messages of the active path newer than `after`, oldest first (a polling tab catching
+    up)."""
+    path = [i for i in (tree or ThreadTree.load(db.session, thread)).path() if i > after]
+    return messages_by_id(path[:current_app.config["PAGE_SIZE"]])
+
+
+def messages_by_id(ids: list[int]) -> list[Message]:
+    """These messages, in the order of `ids`."""
+    if not ids:
+        return []
+    found = {m.id: m for m in db.session.scalars(select(Message).where(Message.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+def versions_of(tree: ThreadTree, messages: list[Message]) -> dict[int, list[int]]:
+    """Each message's versions (itself included, oldest first), for its ‹ n / m › controls."""
+    return {m.id: tree.siblings(m.id) for m in messages if m.id in tree.parents}
 
 
 def id_arg(name: str) -> int | None:
@@ -156,15 +172,18 @@ def thread_create():
 
 def render_thread(thread: Thread, *, readonly: bool):
     """A thread page (or its fragment, or JSON) for its owner or a share-link viewer."""
-    messages, has_more = message_page(thread)
+    tree = ThreadTree.load(db.session, thread)
+    messages, has_more = message_page(thread, tree=tree)
     texts = message_texts(messages)
+    versions = versions_of(tree, messages)
     if wants_json():
-        return jsonify(thread=thread_json(thread),
-                       messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+        return jsonify(thread=thread_json(thread), messages=[
+            m.to_json(texts[m.id], siblings=versions[m.id]) for m in messages],
+            has_more=has_more)
     mode = follow_mode()
     template = "_thread.html" if is_htmx() else "thread.html"
     return render_template(template, thread=thread, messages=messages, texts=texts,
-                           has_more=has_more, readonly=readonly, follow=mode,
+                           versions=versions, has_more=has_more, readonly=readonly, follow=mode,
                            live=live_mode(mode, owner=not readonly),
                            # A path: the ws extension picks ws: or wss: from the page's scheme.
                            ws_url=urlsplit(url_for("sockets.thread_socket",
@@ -229,17 +248,27 @@ def thread_messages(thread_id: int):
     before, after = id_arg("before"), id_arg("after")
     if before is not None and after is not None:
         abort(400, description="Ask for messages 'before' or 'after' an id, not both.")
-    if after is not None:
-        messages, has_more = messages_after(thread, after), False
-    else:
-        messages, has_more = message_page(thread, before)
-    texts = message_texts(messages)
-    if wants_json():
-        return jsonify(messages=[m.to_json(texts[m.id]) for m in messages], has_more=has_more)
+    tree = ThreadTree.load(db.session, thread)
     mode = follow_mode()
     readonly = not is_owner(thread)
+    if after and mode == "poll" and not wants_json() and after not in tree.path():
+        # The page's newest message left the active path: another version was chosen.
+        messages, has_more = message_page(thread, tree=tree)
+        return render_template("_active_path_oob.html", thread=thread, messages=messages,
+                               texts=message_texts(messages), versions=versions_of(tree, messages),
+                               has_more=has_more, readonly=readonly, follow=mode,
+                               live=live_mode(mode, owner=not readonly))
+    if after is not None:
+        messages, has_more = messages_after(thread, after, tree=tree), False
+    else:
+        messages, has_more = message_page(thread, before, tree=tree)
+    texts = message_texts(messages)
+    versions = versions_of(tree, messages)
+    if wants_json():
+        return jsonify(messages=[m.to_json(texts[m.id], siblings=versions[m.id])
+                                 for m in messages], has_more=has_more)
     html = render_template("_messages.html", thread=thread, messages=messages, texts=texts,
-                           has_more=has_more, readonly=readonly, follow=mode,
+                           versions=versions, has_more=has_more, readonly=readonly, follow=mode,
                            live=live_mode(mode, owner=not readonly))
     if after is not None and mode == "poll":
         html += render_template("_poll_newer.html", thread=thread,

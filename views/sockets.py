@@ -7,11 +7,12 @@ from flask_sock import Sock
 from sqlalchemy import select
 
 from models import ACTIVE_STATUSES, Message, Thread, db
+from models.tree import ThreadTree
 from streaming.hub import Event
 
 from .access import is_owner, readable_thread
-from .fragments import render_message, render_new_messages_oob
-from .pages import engine
+from .fragments import render_message, render_new_messages_oob, render_path_oob
+from .pages import engine, message_page, message_texts, versions_of
 
 sock = Sock()
 bp = Blueprint("sockets", __name__)
@@ -48,23 +49,29 @@ def thread_socket(ws, thread_id: int) -> None:
 
 
 def _state_frame(thread: Thread, readonly: bool) -> str:
-    active = list(db.session.scalars(
-        select(Message).where(Message.thread_id == thread.id,
-                              Message.status.in_(ACTIVE_STATUSES)).order_by(Message.id)))
+    tree = ThreadTree.load(db.session, thread)
+    path = tree.path()
     parts = [render_template("_live_status.html", state="live"),
              # The title may have changed while this tab was not listening.
              render_template("_thread_title.html", thread=thread, oob=True)]
+    if len(path) != len(tree.parents):
+        # A thread with versions: another may have been chosen while this tab was away
+        # (the page keeps its list when it shows this path already).
+        parts.append(_path_fragment(thread, tree, readonly))
+    active = [m for m in db.session.scalars(
+        select(Message).where(Message.thread_id == thread.id,
+                              Message.status.in_(ACTIVE_STATUSES)).order_by(Message.id))
+              if m.id in path]
     if active:
         # With the prompts they answer: appended if the page does not show them yet (sent
         # while it was not listening), swapped in where it does (the page updates its copies).
-        prompts = [db.session.scalars(
-            select(Message).where(Message.thread_id == thread.id, Message.role == "user",
-                                  Message.id < reply.id)
-            .order_by(Message.id.desc()).limit(1)).first() for reply in active]
+        prompts = [db.session.get(Message, reply.parent_id) for reply in active
+                   if reply.parent_id is not None]
         shown = sorted({m.id: m for m in [*prompts, *active] if m is not None}.values(),
                        key=lambda m: m.id)
         texts = {m.id: engine().current_text(m, db.session) for m in shown}
-        parts.append(render_new_messages_oob(thread, shown, texts, readonly=readonly))
+        parts.append(render_new_messages_oob(thread, shown, texts, readonly=readonly,
+                                             versions=versions_of(tree, shown)))
     return "\n".join(parts)
 
 
@@ -90,12 +97,15 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
     created: list[int] = []
     changed: list[int] = []
     renamed = False
+    selected = False
     for event in events:
         kind = event.get("type")
         if kind == "renamed":
             renamed = True
         elif kind == "created":
             created += [i for i in event.get("messages", []) if i not in created]
+        elif kind == "selected":  # another version of a turn became active
+            selected = True
         elif kind == "resync":  # events may have been lost: every active message again
             changed += [m for m in db.session.scalars(
                 select(Message.id).where(Message.thread_id == thread.id,
@@ -103,14 +113,25 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
                         if m not in changed]
         elif "message" in event and event["message"] not in changed:
             changed.append(event["message"])
+    tree = ThreadTree.load(db.session, thread)
+    path = set(tree.path())
+    # A new version (regenerated, edited) replaces a turn: the whole path is sent again.
+    selected = selected or any(i in tree.parents and len(tree.siblings(i)) > 1
+                               for i in created)
     parts = []
-    if created:
+    if selected:
+        parts.append(_path_fragment(thread, tree, readonly, csrf_token=_no_token))
+    # Only the path is on the followers' pages: a version beside it changes unseen.
+    created = [i for i in created if i in path]
+    if created and not selected:
         messages = list(db.session.scalars(
             select(Message).where(Message.id.in_(created), Message.thread_id == thread.id)
             .order_by(Message.id)))
         texts = {m.id: engine().current_text(m, db.session) for m in messages}
         parts.append(render_new_messages_oob(thread, messages, texts, readonly=readonly,
+                                             versions=versions_of(tree, messages),
                                              csrf_token=_no_token))
+    if created:
         # A first prompt names the thread; a new turn moves it to the top of the list.
         parts.append(render_template("_thread_changed.html", thread=thread,
                                      readonly=readonly, csrf_token=_no_token))
@@ -118,12 +139,19 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         parts.append(render_template("_thread_renamed.html", thread=thread, readonly=readonly,
                                      csrf_token=_no_token))
     for message_id in changed:
-        if message_id in created:
+        if message_id in created or message_id not in path:
             continue
         message = db.session.get(Message, message_id)
         if message is not None and message.thread_id == thread.id:
-            parts.append(_fragment(message, readonly, csrf_token=_no_token))
+            parts.append(_fragment(message, readonly, versions=versions_of(tree, [message]),
+                                   csrf_token=_no_token))
     return "\n".join(parts)
+
+
+def _path_fragment(thread: Thread, tree: ThreadTree, readonly: bool, **context) -> str:
+    messages, has_more = message_page(thread, tree=tree)
+    return render_path_oob(thread, messages, message_texts(messages), has_more=has_more,
+                           readonly=readonly, versions=versions_of(tree, messages), **context)
 
 
 def _no_token() -> str:

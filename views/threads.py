@@ -29,6 +29,7 @@ from models import (
     db,
 )
 from models.archive import ArchiveError, import_thread, thread_json, thread_markdown
+from models.tree import ThreadTree
 
 from . import is_htmx, wants_json
 from .access import current_owner, owned_thread
@@ -144,7 +145,7 @@ def thread_export(thread_id: int):
         body = json.dumps(thread_json(thread, messages, texts), ensure_ascii=False, indent=2)
         mimetype = "application/json"
     else:
-        body = thread_markdown(thread, shown_path(messages), texts)
+        body = thread_markdown(thread, shown_path(thread, messages), texts)
         mimetype = "text/markdown"
     response = make_response(body)
     response.mimetype = mimetype
@@ -152,9 +153,10 @@ def thread_export(thread_id: int):
     return response
 
 
-def shown_path(messages: list[Message]) -> list[Message]:
-    """The messages the thread page shows, oldest first."""
-    return messages
+def shown_path(thread: Thread, messages: list[Message]) -> list[Message]:
+    """The messages the thread page shows (its active path), oldest first."""
+    by_id = {m.id: m for m in messages}
+    return [by_id[i] for i in ThreadTree.load(db.session, thread).path() if i in by_id]
 
 
 def _attachment(thread: Thread, extension: str) -> str:

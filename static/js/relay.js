@@ -304,7 +304,8 @@
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
     var target = evt.detail.target;
     var fragment = evt.detail.fragment;
-    if (target && target.id === "messages" && fragment && fragment.querySelectorAll) {
+    if (target && target.id === "messages" && fragment && fragment.querySelectorAll &&
+        !fragment.querySelector("[data-active-path]")) { // a whole path: versions.js
       // Messages from the websocket, appended unless this tab already shows them: then its
       // copy is brought up to date, except the reply it streams itself.
       fragment.querySelectorAll("article.message").forEach(function (article) {
