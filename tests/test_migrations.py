@@ -63,7 +63,13 @@ def schema_differences() -> list:
         return compare_metadata(context, db.metadata)
 
 
+SEARCH_INDEXES = {"ix_threads_title_search", "ix_messages_content_search"}  # PostgreSQL's
+
+
 def _models_only(name, type_, parent_names) -> bool:
+    """The models' schema: not the full-text search objects, which live outside it."""
+    if type_ == "index" and name in SEARCH_INDEXES:
+        return False
     return not (type_ == "table" and is_search_table(name))
 
 

@@ -4,6 +4,7 @@ length new prompts get a 503 with Retry-After; the replies already streaming are
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -31,6 +32,10 @@ def test_past_capacity_a_reply_queues_visibly_then_streams_exactly(server_factor
     seen: list = []
     reader = threading.Thread(target=lambda: seen.extend(browser.stream(second["stream_url"])))
     reader.start()
+    deadline = time.monotonic() + 20
+    while not any(e.event == "queued" for e in list(seen)):  # it waits in the queue now
+        assert time.monotonic() < deadline, "the second reply never showed it was queued"
+        time.sleep(0.02)
 
     # Every slot busy and one reply already waiting: a new prompt is refused, not queued.
     thread = browser.new_thread()

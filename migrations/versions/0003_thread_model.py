@@ -1,7 +1,7 @@
 """each thread remembers the model chosen for its replies
 
 Revision ID: 0003m
-Revises: 0002
+Revises: 0003
 
 """
 from alembic import op
@@ -14,11 +14,11 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ADD / DROP COLUMN: a batch copy of `threads` on SQLite would cascade-delete every
+# message of every thread.
 def upgrade():
-    with op.batch_alter_table('threads', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('model', sa.String(length=200), nullable=True))
+    op.add_column('threads', sa.Column('model', sa.String(length=200), nullable=True))
 
 
 def downgrade():
-    with op.batch_alter_table('threads', schema=None) as batch_op:
-        batch_op.drop_column('model')
+    op.drop_column('threads', 'model')

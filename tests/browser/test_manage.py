@@ -47,7 +47,8 @@ def test_rename_from_the_header_reaches_another_tab(context, model):
 
     page.locator('summary[data-action="rename"]').click()
     box = page.locator("#rename-title")
-    assert page.evaluate("document.activeElement.id") == "rename-title"
+    wait_until(lambda: page.evaluate("document.activeElement.id") == "rename-title",
+               what="the title field to take focus")
     box.fill("  Lighthouse plans  ")
     box.press("Enter")
     wait_until(lambda: heading(page) == "Lighthouse plans", what="the new heading")
