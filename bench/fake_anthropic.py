@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 
 from .fake_upstream import (
     FakeUpstream,
-    Headers,
     Reply,
     RequestRecord,
     _Handler,
@@ -85,33 +84,12 @@ class _MessagesHandler(_Handler):
             return
         if not self._authorised():
             return
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        record = RequestRecord(id=next(self.fake._ids), method="POST", path=url.path, body=body,
-                               headers=Headers(self.headers.items()), arrived=time.monotonic(),
-                               peer=f"{self.client_address[0]}:{self.client_address[1]}")
-        self.fake._record(record)
-        problem = self._check_request(body)
-        if problem:
-            self.fake._update(record, problem=problem)
-            self._finish_http_error(record, 400, problem, "", None, None)
-            return
-        record.stream = bool(body.get("stream"))
-        reply = self.fake.next_reply(body)
-        if reply.status != 200:
-            self._pause(reply.first_token_delay_s)
-            self._finish_http_error(record, reply.status, reply.error_message, "", None,
-                                    reply.retry_after)
-        elif record.stream:
-            self.fake._count_stream(+1)
-            try:
-                self._stream(record, body, reply)
-            finally:
-                self.fake._count_stream(-1)
-        else:
-            self._complete(record, body, reply)
+        self._serve_reply(url, raw)
+
+    problem_type = ""  # Anthropic's errors carry their type in their own shape
+
+    def _status_error(self, status: int) -> tuple[str, str | None]:
+        return "", None
 
     # -- what the API checks ---------------------------------------------------------------
     def _authorised(self) -> bool:

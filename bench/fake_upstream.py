@@ -332,6 +332,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error_json(404, f"Unknown path {url.path}", "invalid_request_error",
                                   "unknown_url")
             return
+        self._serve_reply(url, raw)
+
+    # The error shape of this API: overridden by fakes of other APIs.
+    problem_type = "invalid_request_error"
+
+    def _status_error(self, status: int) -> tuple[str, str | None]:
+        return _error_type(status), _error_code(status)
+
+    def _serve_reply(self, url: Any, raw: bytes) -> None:
+        """Record the request, check it, and answer with the next scripted reply."""
         try:
             body = json.loads(raw)
         except ValueError:
@@ -343,15 +353,14 @@ class _Handler(BaseHTTPRequestHandler):
         problem = self._check_request(body)
         if problem:
             self.fake._update(record, problem=problem)
-            self._finish_http_error(record, 400, problem, "invalid_request_error", None, None)
+            self._finish_http_error(record, 400, problem, self.problem_type, None, None)
             return
         record.stream = bool(body.get("stream"))
         reply = self.fake.next_reply(body)
         if reply.status != 200:
             self._pause(reply.first_token_delay_s)
             self._finish_http_error(record, reply.status, reply.error_message,
-                                    _error_type(reply.status), _error_code(reply.status),
-                                    reply.retry_after)
+                                    *self._status_error(reply.status), reply.retry_after)
         elif record.stream:
             self.fake._count_stream(+1)
             try:
