@@ -15,6 +15,8 @@ from llm import Chunk, ProviderError
 from llm.anthropic_provider import AnthropicProvider, request_messages, skip_held_space
 from llm.azure_openai import AzureOpenAIProvider
 
+from .test_providers import collect
+
 KEY = "sk-ant-test-SECRET123456"
 HISTORY = [
     {"role": "system", "content": "You are terse."},
@@ -45,16 +47,6 @@ def provider(fake: FakeAnthropic) -> Iterator[AnthropicProvider]:
                           connect_timeout=5.0, read_timeout=PATIENCE_S)
     yield p
     p.close()
-
-
-def collect(stream: Iterator[Chunk]) -> tuple[list[Chunk], ProviderError | None]:
-    chunks: list[Chunk] = []
-    try:
-        for chunk in stream:
-            chunks.append(chunk)
-    except ProviderError as err:
-        return chunks, err
-    return chunks, None
 
 
 def text_of(chunks: list[Chunk]) -> str:
