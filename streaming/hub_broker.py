@@ -25,6 +25,7 @@ from .watcher import DatabaseWatcher
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # events per broker round trip
+STOP_TIMEOUT_S = 2.0
 
 
 class BrokerUnavailable(Exception):
@@ -161,12 +162,14 @@ class BrokerHub(InProcessHub):
             self.watcher.start()  # until the broker first answers, as while it is away
 
     def stop(self) -> None:
+        # Each greenlet is dead before its connection is closed: closing a socket that a
+        # greenlet still waits on can abort the worker (see PostgresHub._close).
         if self._sender is not None:
-            self._sender.kill(block=False)
+            self._sender.kill(block=True, timeout=STOP_TIMEOUT_S)
             self._sender = None
         self.flush()  # the last events (replies just ended) still reach the others
         if self._greenlet is not None:
-            self._greenlet.kill(block=False)
+            self._greenlet.kill(block=True, timeout=STOP_TIMEOUT_S)
             self._greenlet = None
         super().stop()
         self._close_quietly()

@@ -34,6 +34,7 @@ class PostgresHub(BrokerHub):
         self._listener: psycopg.Connection | None = None
         self._publisher: psycopg.Connection | None = None
         self._publish_lock = threading.Lock()  # a gevent lock once the worker is patched
+        self._publisher_stale = False
 
     def _open(self) -> psycopg.Connection:
         return psycopg.connect(self.conninfo, autocommit=True,
@@ -44,11 +45,23 @@ class PostgresHub(BrokerHub):
         self._listener = self._open()
 
     def _close(self) -> None:
-        for name in ("_listener", "_publisher"):
-            conn = getattr(self, name)
-            setattr(self, name, None)
-            if conn is not None:
-                conn.close()
+        # A connection is closed only where nobody waits on its socket: libpq closes the fd
+        # in C, and a greenlet whose wait on that fd is not yet registered with the event
+        # loop would make libev abort the whole worker. The listener is used only by the
+        # listener greenlet (which calls this, or is dead); a send holds the publish lock.
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        if self._publish_lock.acquire(blocking=False):
+            try:
+                publisher, self._publisher = self._publisher, None
+                self._publisher_stale = False
+                if publisher is not None:
+                    publisher.close()
+            finally:
+                self._publish_lock.release()
+        else:
+            self._publisher_stale = True  # the send in flight's connection: it closes it
 
     def _listen(self, add: set[str], remove: set[str]) -> None:
         conn = self._require()
@@ -64,13 +77,16 @@ class PostgresHub(BrokerHub):
     def _send(self, items: list[tuple[str, str]]) -> None:
         with self._publish_lock:
             conn = self._publisher
-            if conn is None or conn.closed:
+            if conn is not None and (self._publisher_stale or conn.closed):
+                self._publisher = None
+                conn.close()
+                conn = None
+            self._publisher_stale = False
+            if conn is None:
                 conn = self._publisher = self._open()
             try:
                 conn.execute(NOTIFY_MANY, ([n for n, _ in items], [p for _, p in items]))
             except psycopg.Error:
-                # The listener may have dropped the connection meanwhile (`_close`): only
-                # forget it if it is still this one.
                 if self._publisher is conn:
                     self._publisher = None
                 conn.close()

@@ -211,6 +211,39 @@ def test_a_postgres_publisher_dropped_by_the_listener_mid_send_fails_cleanly(pos
         listener.stop()
 
 
+# Run as a worker runs: gevent-patched. The listener drops both connections (`_close`) in
+# the same loop turn as the sender starts waiting on the publisher's socket.
+DROPPED_WHILE_A_SEND_WAITS = """
+from gevent import monkey; monkey.patch_all()
+import sys, gevent
+from streaming.hub_postgres import PostgresHub
+hub = PostgresHub(sys.argv[1], watcher=None, prefix="relay-test-close:")
+for round in range(20):
+    hub._send([("relay-test-close:warm", "{}")])  # opens the publishing connection
+    sender = gevent.spawn(hub._send, [("relay-test-close:x", "{}")] * 50)
+    gevent.sleep(0)  # the sender now waits on its socket, not yet polled by the loop
+    hub._close()
+    sender.join()
+    gevent.sleep(0.01)
+hub._send([("relay-test-close:after", "{}")])
+print("alive")
+"""
+
+
+def test_dropping_the_postgres_connections_while_a_send_waits_keeps_the_worker(postgres_url):
+    # Closing the publisher under the waiting sender made libev abort the worker
+    # ("I/O watcher with invalid fd found in epoll_ctl"): a worker lost mid-reply.
+    import subprocess
+    import sys
+
+    from bench.relay_server import ROOT
+
+    done = subprocess.run([sys.executable, "-c", DROPPED_WHILE_A_SEND_WAITS, postgres_url],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "alive"
+
+
 def test_a_broker_that_is_away_degrades_to_local_delivery_and_the_watcher(engine):
     from bench.relay_server import free_port
 
