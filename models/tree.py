@@ -8,9 +8,10 @@ what the model is sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
 
 from . import Message, Thread
 
@@ -92,15 +93,26 @@ def sibling_ids(session: Session, message: Message) -> list[int]:
 def adopt_linear_thread(session: Session, thread: Thread) -> None:
     """Give a thread written without versions (no active leaf recorded) its tree: each
     parentless message follows the one before it, the newest is the active leaf (the same
-    rule as the migration that introduced trees). Not committed."""
+    rule as the migration that introduced trees). Not committed; messages already loaded
+    are not updated (refresh them)."""
     if thread.active_leaf_id is not None:
         return
-    earlier = aliased(Message)
-    session.execute(
-        update(Message)
-        .where(Message.thread_id == thread.id, Message.parent_id.is_(None))
-        .values(parent_id=select(func.max(earlier.id))
-                .where(earlier.thread_id == thread.id, earlier.id < Message.id)
-                .scalar_subquery()))
-    thread.active_leaf_id = session.scalar(
-        select(func.max(Message.id)).where(Message.thread_id == thread.id))
+    adopt, newest = _adoption_statements()
+    session.execute(adopt, {"of_thread": thread.id})
+    thread.active_leaf_id = session.scalar(newest, {"of_thread": thread.id})
+
+
+@cache
+def _adoption_statements():
+    # Built once: this runs for the first prompt of every thread, and building an aliased
+    # statement costs more than running it.
+    messages = Message.__table__
+    earlier = messages.alias("earlier")
+    thread_id = bindparam("of_thread")
+    adopt = (update(messages)
+             .where(messages.c.thread_id == thread_id, messages.c.parent_id.is_(None))
+             .values(parent_id=select(func.max(earlier.c.id))
+                     .where(earlier.c.thread_id == thread_id, earlier.c.id < messages.c.id)
+                     .scalar_subquery()))
+    newest = select(func.max(messages.c.id)).where(messages.c.thread_id == thread_id)
+    return adopt, newest

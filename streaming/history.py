@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import literal, select
-from sqlalchemy.orm import Session, aliased
+from functools import cache
+
+from sqlalchemy import bindparam, literal, select
+from sqlalchemy.orm import Session
 
 from models import Message
 
@@ -28,18 +30,27 @@ def build_history(session: Session, message: Message, *, system_prompt: str | No
         return history
     # Walked up in the database, `limit` steps at most: this runs for every reply, and the
     # cost must not grow with the thread.
-    up = (select(Message.id, Message.parent_id, literal(1).label("depth"))
-          .where(Message.id == message.parent_id, Message.thread_id == message.thread_id)
-          .cte("ancestors", recursive=True))
-    older = aliased(Message)
-    up = up.union_all(select(older.id, older.parent_id, up.c.depth + 1)
-                      .where(older.id == up.c.parent_id, up.c.depth < limit))
-    rows = session.execute(select(Message.role, Message.content)  # two columns, not objects
-                           .join(up, Message.id == up.c.id).order_by(up.c.depth.desc())).all()
+    rows = session.execute(_ancestors_statement(), {
+        "parent_id": message.parent_id, "thread_id": message.thread_id, "limit": limit}).all()
     for role, content in rows:
         if role == "user" or content:
             history.append({"role": role, "content": content})
     return history
+
+
+@cache
+def _ancestors_statement():
+    # Built once (with bound parameters): building it costs more than running it.
+    messages = Message.__table__
+    up = (select(messages.c.id, messages.c.parent_id, literal(1).label("depth"))
+          .where(messages.c.id == bindparam("parent_id"),
+                 messages.c.thread_id == bindparam("thread_id"))
+          .cte("ancestors", recursive=True))
+    older = messages.alias("older")
+    up = up.union_all(select(older.c.id, older.c.parent_id, up.c.depth + 1)
+                      .where(older.c.id == up.c.parent_id, up.c.depth < bindparam("limit")))
+    return (select(messages.c.role, messages.c.content)  # two columns, not objects
+            .join(up, messages.c.id == up.c.id).order_by(up.c.depth.desc()))
 
 
 def _linear_history(session: Session, message: Message, limit: int) -> list[dict[str, str]]:
