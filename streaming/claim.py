@@ -2,17 +2,59 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from functools import cache
+from typing import NamedTuple
+
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from models import PENDING, STREAMING, Message, utcnow
 
 
+class ClaimedReply(NamedTuple):
+    """What starting a claimed reply needs of its message."""
+
+    id: int
+    thread_id: int
+    parent_id: int | None
+    role: str
+    content: str
+    model: str | None
+
+
+def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
+    """Move a pending message to streaming and commit; the claimed message for exactly one
+    caller however many race, None for the others.
+
+    One statement where the database can return the row it changed (SQLite 3.35+,
+    PostgreSQL): a claim is on every reply's way to its first token.
+    """
+    claim, columns = _claim_statements()
+    params = {"claimed": message_id, "now": utcnow()}
+    if session.get_bind().dialect.update_returning:
+        row = session.execute(claim.returning(*columns), params).one_or_none()
+        session.commit()
+    else:
+        won = session.execute(claim, params).rowcount == 1
+        session.commit()
+        row = session.execute(select(*columns).where(Message.__table__.c.id == message_id)
+                              ).one_or_none() if won else None
+        session.commit()
+    return None if row is None else ClaimedReply(*row)
+
+
 def claim_generation(session: Session, message_id: int) -> bool:
     """Move a pending message to streaming; True for exactly one caller, however many race."""
-    result = session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == PENDING)
-        .values(status=STREAMING, heartbeat_at=utcnow()))
-    session.commit()
-    return result.rowcount == 1
+    return claim_reply(session, message_id) is not None
+
+
+@cache
+def _claim_statements():
+    # Built once, with bound parameters: building a statement costs more than running it.
+    messages = Message.__table__
+    claim = (update(messages)
+             .where(messages.c.id == bindparam("claimed"), messages.c.status == PENDING)
+             .values(status=STREAMING, heartbeat_at=bindparam("now")))
+    columns = (messages.c.id, messages.c.thread_id, messages.c.parent_id, messages.c.role,
+               messages.c.content, messages.c.model)
+    return claim, columns

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import gevent
 from flask import Flask
 from gevent.event import Event as GeventEvent
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,7 +27,7 @@ from models import (
 
 from .admission import Admission, LoopLag
 from .chunking import make_chunker
-from .claim import claim_generation
+from .claim import ClaimedReply, claim_reply
 from .generation import (
     SHUTDOWN_REASON,
     Generation,
@@ -123,15 +123,16 @@ class ReplyEngine:
     def claim_and_start(self, message_id: int) -> Generation | None:
         """Claim a pending reply and generate it here; None when someone else has it."""
         with self.session() as session:
-            if not claim_generation(session, message_id):
+            message = claim_reply(session, message_id)
+            if message is None:
                 return None
-            message = session.get(Message, message_id)
             choice, provider = self.models.provider_for(message.model)
             if message.model is not None and choice.id != message.model:
                 # Its model is no longer on offer: the default writes it, and says so.
                 log.info("message %s: model %r is not configured; using %r", message_id,
                          message.model, choice.id)
-                message.model = choice.id
+                session.execute(update(Message).where(Message.id == message_id)
+                                .values(model=choice.id))
                 session.commit()
             history = build_history(session, message,
                                     system_prompt=self.app.config["SYSTEM_PROMPT"],
@@ -140,7 +141,7 @@ class ReplyEngine:
                 history += continuation(message.content)
             return self._start(message, history, provider)
 
-    def _start(self, message: Message, history: list[dict[str, str]],
+    def _start(self, message: ClaimedReply, history: list[dict[str, str]],
                provider: Provider) -> Generation:
         generation = Generation(message.id, message.thread_id, prefix=message.content,
                                 clock=self.clock, on_first_text=self.writer.wake)

@@ -9,8 +9,10 @@ from sqlalchemy.orm import Session
 
 from models import Message
 
+from .claim import ClaimedReply
 
-def build_history(session: Session, message: Message, *, system_prompt: str | None,
+
+def build_history(session: Session, message: Message | ClaimedReply, *, system_prompt: str | None,
                   limit: int) -> list[dict[str, str]]:
     """System prompt, then the last `limit` messages of the path that leads to `message`
     (its parent, the parent's parent, ...): the versions the reply answers, never a branch
@@ -53,7 +55,7 @@ def _ancestors_statement():
             .join(up, messages.c.id == up.c.id).order_by(up.c.depth.desc()))
 
 
-def _linear_history(session: Session, message: Message, limit: int) -> list[dict[str, str]]:
+def _linear_history(session: Session, message: Message | ClaimedReply, limit: int) -> list[dict[str, str]]:
     rows = session.execute(
         select(Message.role, Message.content)
         .where(Message.thread_id == message.thread_id, Message.id < message.id)

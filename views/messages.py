@@ -13,6 +13,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import ServiceUnavailable
 
 from models import (
@@ -157,13 +158,17 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
     if follows is not _ANY:
         moved = moved.where(Thread.active_leaf_id.is_(None) if follows is None
                             else Thread.active_leaf_id == follows)
-    if db.session.execute(moved.values(active_leaf_id=reply.id)).rowcount != 1:
+    changes = {"active_leaf_id": reply.id, "updated_at": now}
+    if prompt is not None and not thread.title_chosen and thread.title == DEFAULT_TITLE:
+        changes["title"] = title_from(prompt)  # named by its first prompt, unless a person did
+    # One statement moves the leaf and updates the thread; the session's copy is told, not
+    # searched (no ORM synchronisation on a path every prompt takes).
+    if db.session.execute(moved.values(**changes)
+                          .execution_options(synchronize_session=False)).rowcount != 1:
         db.session.rollback()
         return None
-    thread.active_leaf_id = reply.id
-    if prompt is not None and not thread.title_chosen and thread.title == DEFAULT_TITLE:
-        thread.title = title_from(prompt)  # named by its first prompt, unless a person did
-    thread.updated_at = now
+    for name, value in changes.items():
+        set_committed_value(thread, name, value)
     db.session.commit()
     # No tab may ever claim it (no JavaScript, closed tab): then this worker runs it.
     engine().schedule_headless(reply.id)
