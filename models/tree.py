@@ -104,3 +104,24 @@ def adopt_linear_thread(session: Session, thread: Thread) -> None:
                 .scalar_subquery()))
     thread.active_leaf_id = session.scalar(
         select(func.max(Message.id)).where(Message.thread_id == thread.id))
+
+
+def compared_replies(session: Session, leaf_id: int | None) -> list[int]:
+    """The replies written side by side with `leaf_id` when it is one of a comparison (one
+    prompt sent to several models at once), oldest first; [] otherwise.
+
+    A comparison's replies are stored in one transaction with their prompt, so they share
+    its creation time; a later version of the turn (regenerated) does not.
+    """
+    if leaf_id is None:
+        return []
+    leaf = session.get(Message, leaf_id)
+    if leaf is None or leaf.role != "assistant" or leaf.parent_id is None:
+        return []
+    prompt = aliased(Message)
+    ids = list(session.scalars(
+        select(Message.id).join(prompt, prompt.id == Message.parent_id)
+        .where(Message.parent_id == leaf.parent_id, Message.role == "assistant",
+               prompt.role == "user", Message.created_at == prompt.created_at)
+        .order_by(Message.id)))
+    return ids if len(ids) > 1 and leaf_id in ids else []

@@ -33,8 +33,17 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, search, sockets, stream, threads, versions
-    from .fragments import STATUS_LABELS
+    from . import (
+        api,
+        messages,
+        pages,
+        search,
+        sockets,
+        stream,
+        threads,
+        versions,
+    )
+    from .fragments import STATUS_LABELS, compared_versions
     from .markdown import render_markdown
     from .timefmt import time_ago
 
@@ -46,6 +55,8 @@ def register_blueprints(app: Flask) -> None:
                                    "model_choices": app.extensions["relay"].models.choices,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
                                    "status_labels": STATUS_LABELS})
+    app.add_template_global(compared_versions)
+    app.add_template_global(api.MAX_COMPARED, "max_compared")
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(stream.bp)
