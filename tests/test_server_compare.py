@@ -1,5 +1,5 @@
-"""Comparisons under gunicorn + gevent: one prompt answered by several models side by side,
-each reply exact over reconnects."""
+"""Comparisons under gunicorn + gevent: one prompt answered by several models side by side
+(each reply exact over reconnects), and one prompt sent to several threads at once."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from urllib.parse import urlencode
 import pytest
 
 from bench.fake_upstream import Reply
-from bench.relay_client import RelayClient, read_reconnecting
+from bench.relay_client import RelayClient, read_reconnecting, read_reply
 from tests.test_server_models import ANTHROPIC_KEY, claude  # noqa: F401  (a fixture)
-from tests.test_server_streaming import TRICKY, terminal
+from tests.test_server_streaming import TRICKY, terminal, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -196,3 +196,88 @@ def test_followers_see_the_comparison_over_the_websocket(server, browser, upstre
     assert all(f'id="message-{i}"' in frames[0] for i in ids)
     # ...and each of them is followed to its end, the one beside the path too.
     assert ended == set(ids)
+
+
+# -- one prompt, several threads ---------------------------------------------------------------
+def broadcast(browser: RelayClient, payload: dict):
+    return browser.post_json("/threads/broadcast", payload)
+
+
+def test_one_prompt_to_several_threads_starts_each_and_says_which_failed(server, browser,
+                                                                         upstream):
+    busy = browser.new_thread()
+    slow = upstream.script(Reply(tokens=[f"s{i} " for i in range(300)], token_delay_s=0.02))
+    running = browser.send(busy, slow)
+    wait_for(lambda: browser.message(running["assistant_message"]["id"])["status"]
+             == "streaming", timeout=10)
+    free = [browser.new_thread(), browser.new_thread()]
+    stranger_thread = RelayClient(server.base_url).open().new_thread()
+    text = " ".join(f"b{i}" for i in range(80)) + " ünïcode ✓"
+    prompt = upstream.script(Reply.words(text, token_delay_s=0.005))
+    answer = broadcast(browser, {"content": prompt, "model": "fake-two",
+                                 "thread_ids": [free[0], busy, stranger_thread, free[1],
+                                                999999999]})
+    assert answer.status == 200, answer.text
+    body = answer.json()
+    assert [s["thread_id"] for s in body["started"]] == free
+    failed = {f["thread_id"]: f["error"] for f in body["failed"]}
+    assert set(failed) == {busy, stranger_thread, 999999999}
+    assert "still being written" in failed[busy]
+    assert failed[stranger_thread] == failed[999999999] == "No such thread."
+    for started in body["started"]:
+        assert started["assistant_message"]["model"] == "fake-two"
+        received, end_event, _ = read_reconnecting(browser, started["stream_url"], every=4)
+        assert (received, end_event) == (text, "done")
+        shown = thread_messages(browser, started["thread_id"])
+        assert [m["content"] for m in shown] == [prompt, text]
+    # Nothing was added to the threads that failed.
+    assert len(thread_messages(browser, busy)) == 2
+
+    again = broadcast(browser, {"content": prompt, "thread_ids": [busy], "parallel": True})
+    assert [s["thread_id"] for s in again.json()["started"]] == [busy]
+    browser.post_json(f"/messages/{running['assistant_message']['id']}/cancel")
+    terminal(browser, again.json()["started"][0]["assistant_message"]["id"])
+
+
+def test_broadcast_takes_a_form_with_repeated_thread_ids(browser, upstream):
+    threads = [browser.new_thread(), browser.new_thread()]
+    prompt = upstream.script(Reply.words("to both"))
+    form = urlencode([("content", prompt), *[("thread_ids", str(t)) for t in threads],
+                      ("csrf_token", browser.csrf)]).encode()
+    answer = browser.request("POST", "/threads/broadcast", data=form, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"})
+    assert answer.status == 200, answer.text
+    assert [s["thread_id"] for s in answer.json()["started"]] == threads
+    for started in answer.json()["started"]:
+        with browser.stream(started["stream_url"]) as conn:
+            assert read_reply(conn)[:2] == ("to both", "done")
+
+
+@pytest.mark.parametrize("payload,why", [
+    ({"content": "x", "thread_ids": []}, "at least one"),
+    ({"content": "x"}, "'thread_ids'"),
+    ({"content": "x", "thread_ids": "1,2"}, "'thread_ids'"),
+    ({"content": "x", "thread_ids": [1, 1]}, "twice"),
+    ({"content": "x", "thread_ids": [0]}, "positive"),
+    ({"content": "x", "thread_ids": [True]}, "positive"),
+    ({"content": "x", "thread_ids": ["a"]}, "positive"),
+    ({"content": "x", "thread_ids": list(range(1, 22))}, "at most 20"),
+    ({"content": "", "thread_ids": [1]}, "'content'"),
+    ({"content": "x", "thread_ids": [1], "model": "gpt-unknown"}, "fake-model"),
+])
+def test_a_bad_broadcast_is_a_400_that_says_why(browser, payload, why):
+    thread = browser.new_thread()
+    answer = broadcast(browser, payload)
+    assert answer.status == 400, answer.text
+    assert why in answer.json()["message"]
+    assert thread_messages(browser, thread) == []
+
+
+def test_broadcast_needs_the_csrf_token(browser):
+    thread = browser.new_thread()
+    answer = browser.request("POST", "/threads/broadcast",
+                             data=b'{"content": "x", "thread_ids": [%d]}' % thread,
+                             headers={"Content-Type": "application/json",
+                                      "Accept": "application/json"})
+    assert answer.status == 403
+    assert thread_messages(browser, thread) == []

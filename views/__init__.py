@@ -35,6 +35,7 @@ class IdConverter(BaseConverter):
 def register_blueprints(app: Flask) -> None:
     from . import (
         api,
+        broadcast,
         messages,
         pages,
         search,
@@ -65,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(search.bp)
     app.register_blueprint(sockets.bp)
     app.register_blueprint(versions.bp)
+    app.register_blueprint(broadcast.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,
