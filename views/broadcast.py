@@ -54,8 +54,16 @@ def thread_ids_from_request() -> list[int]:
     return ids
 
 
+def prompts_asked() -> int:
+    """What a broadcast counts against the posting limit: a prompt per thread named."""
+    body = request.get_json(silent=True) if request.is_json else None
+    raw = body.get("thread_ids") if isinstance(body, dict) else request.form.getlist(
+        "thread_ids")
+    return min(max(len(raw) if isinstance(raw, list) else 1, 1), MAX_THREADS)
+
+
 @bp.post("/threads/broadcast")
-@limiter.limit(posting_limit, error_message=TOO_FAST)
+@limiter.limit(posting_limit, error_message=TOO_FAST, cost=prompts_asked)
 def thread_broadcast():
     """Send one prompt (`content`, optional `model`) to each of `thread_ids`.
 

@@ -114,8 +114,10 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         elif "message" in event and event["message"] not in changed:
             changed.append(event["message"])
     tree = ThreadTree.load(db.session, thread)
-    # The path, and the replies compared side by side at its end: what followers show.
-    path = set(tree.path()) | set(compared_replies(db.session, tree.leaf))
+    path = set(tree.path())
+    if any(i not in path for i in (*created, *changed)):
+        # Replies compared side by side at the path's end are shown too.
+        path |= set(compared_replies(db.session, tree.leaf))
     # A new version (regenerated, edited) replaces a turn: the whole path is sent again.
     selected = selected or any(i in tree.parents and len(tree.siblings(i)) > 1
                                for i in created)
