@@ -55,6 +55,8 @@ def thread_json(thread: Thread, messages: list[Message], texts: dict[int, str]) 
     return {"format": FORMAT, "version": VERSION,
             "thread": {"id": thread.id, "title": thread.title,
                        "title_chosen": thread.title_chosen,
+                       # Which version of each turn is shown: the end of the active path.
+                       "active_leaf_id": thread.active_leaf_id,
                        "created_at": _time(thread.created_at),
                        "updated_at": _time(thread.updated_at)},
             "messages": [message_record(m, texts.get(m.id)) for m in messages]}
@@ -131,7 +133,22 @@ def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
                                    "unique in the export.")
             new_ids[source_id] = message.id
         messages.append(message)
+    thread.active_leaf_id = _active_leaf(source, new_ids, messages)
     return thread, messages
+
+
+def _active_leaf(source: dict, new_ids: dict[int, int], messages: list[Message]) -> int | None:
+    """The imported message that ends the active path: the one the export names, else the
+    newest (an export without versions is one path; None leaves an unparented one so)."""
+    leaf = source.get("active_leaf_id")
+    if leaf is None:
+        if any(m.parent_id is not None for m in messages):
+            return max(m.id for m in messages)
+        return None
+    if not isinstance(leaf, int) or isinstance(leaf, bool) or leaf not in new_ids:
+        raise ArchiveError("The thread's 'active_leaf_id' does not name a message of the "
+                           "export.")
+    return new_ids[leaf]
 
 
 def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Message:

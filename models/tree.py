@@ -116,3 +116,30 @@ def _adoption_statements():
                      .scalar_subquery()))
     newest = select(func.max(messages.c.id)).where(messages.c.thread_id == thread_id)
     return adopt, newest
+
+
+def compared_replies(session: Session, leaf_id: int | None) -> list[int]:
+    """The replies written side by side with `leaf_id` when it is one of a comparison (one
+    prompt sent to several models at once), oldest first; [] otherwise.
+
+    A comparison's replies are stored in one transaction with their prompt, so they share
+    its creation time; a later version of the turn (regenerated) does not.
+    """
+    if leaf_id is None:
+        return []
+    leaf = session.get(Message, leaf_id)
+    if leaf is None or leaf.role != "assistant" or leaf.parent_id is None:
+        return []
+    ids = list(session.scalars(_compared_statement(), {"of_prompt": leaf.parent_id}))
+    return ids if len(ids) > 1 and leaf_id in ids else []
+
+
+@cache
+def _compared_statement():
+    messages = Message.__table__
+    prompt = messages.alias("prompt")
+    return (select(messages.c.id).join(prompt, prompt.c.id == messages.c.parent_id)
+            .where(messages.c.parent_id == bindparam("of_prompt"),
+                   messages.c.role == "assistant", prompt.c.role == "user",
+                   messages.c.created_at == prompt.c.created_at)
+            .order_by(messages.c.id))

@@ -1,9 +1,11 @@
-"""The database watcher: what other workers changed, found by one query per interval.
+"""The database watcher: what other workers changed, found by two queries per interval.
 
 Several workers on one SQLite file share no broker, and a broker can be away: then each
 worker asks the database every `interval_s` which messages of the threads its own
-followers watch have changed, and publishes that to them locally. The cost is one cheap
-indexed query per worker per interval, whatever the number of followers.
+followers watch have changed, and what those threads look like (title, version shown, or
+gone), and publishes the differences to them locally. The cost is one cheap indexed query
+of messages and one primary-key lookup of threads per worker per interval, whatever the
+number of followers.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from collections.abc import Callable, Collection
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Message, thread_channel, utcnow
+from models import Message, Thread, thread_channel, utcnow
 
 from .hub import Event
 from .periodic import Periodic
 
 CHANNEL_PREFIX = "thread:"
 MAX_THREADS_PER_QUERY = 500
+GONE = None  # a watched thread that was deleted (announced once)
 
 
 class DatabaseWatcher:
@@ -44,6 +47,8 @@ class DatabaseWatcher:
         self.lookback = dt.timedelta(seconds=lookback_s)
         self._now = now
         self._seen: dict[int, dt.datetime] = {}
+        # What each watched thread looked like at the last look: (title, active leaf).
+        self._threads: dict[int, tuple[str, int | None] | None] = {}
         self.looks = 0
         self._periodic = Periodic(self.look, interval_s, name="database watcher")
 
@@ -63,13 +68,21 @@ class DatabaseWatcher:
                    if c.startswith(CHANNEL_PREFIX)]
         if not threads:
             self._seen.clear()
+            self._threads.clear()
             return 0
         self.looks += 1
         now = self._now()
         since = now - self.lookback
         rows = []
+        shapes: dict[int, tuple[str, int | None]] = {}
         with self._session_factory() as session:
             for i in range(0, len(threads), MAX_THREADS_PER_QUERY):
+                chunk = threads[i:i + MAX_THREADS_PER_QUERY]
+                # Threads first: a turn committed between the two queries then shows its
+                # messages now and its new leaf at the next look (not a version switch).
+                shapes.update((t, (title, leaf)) for t, title, leaf in session.execute(
+                    select(Thread.id, Thread.title, Thread.active_leaf_id)
+                    .where(Thread.id.in_(chunk))))
                 rows += session.execute(
                     select(Message.id, Message.thread_id, Message.status, Message.updated_at,
                            Message.created_at)
@@ -77,6 +90,7 @@ class DatabaseWatcher:
                            Message.thread_id.in_(threads[i:i + MAX_THREADS_PER_QUERY]))
                     .order_by(Message.id)).all()
         published = 0
+        created: set[int] = set()
         for message_id, thread_id, status, updated_at, created_at in rows:
             previous = self._seen.get(message_id)
             if previous is not None and previous >= updated_at:
@@ -87,7 +101,31 @@ class DatabaseWatcher:
             event = {"type": "persisted", "message": message_id, "status": status}
             if previous is None and created_at > since:  # new, perhaps ended already too
                 event.update(type="created", messages=[message_id])
+                created.add(message_id)
             self._deliver(thread_channel(thread_id), event)
             published += 1
         self._seen = {k: v for k, v in self._seen.items() if v > since}
+        return published + self._thread_changes(threads, shapes, created)
+
+    def _thread_changes(self, threads: list[int], shapes: dict[int, tuple[str, int | None]],
+                        created: set[int]) -> int:
+        """Publish what changed on the watched threads themselves since the last look:
+        renamed, another version shown, deleted. The first look at a thread only notes it."""
+        published = 0
+        for thread_id in threads:
+            before, shape = self._threads.get(thread_id, ()), shapes.get(thread_id, GONE)
+            events = []
+            if shape is GONE:
+                if before is not GONE:
+                    events.append({"type": "deleted", "thread": thread_id})
+            elif before:
+                if shape[0] != before[0]:
+                    events.append({"type": "renamed", "thread": thread_id})
+                # A leaf that is a new message is a new turn, announced as created already.
+                if shape[1] != before[1] and shape[1] not in created:
+                    events.append({"type": "selected", "leaf": shape[1]})
+            for event in events:
+                self._deliver(thread_channel(thread_id), event)
+            published += len(events)
+        self._threads = {t: shapes.get(t, GONE) for t in threads}
         return published

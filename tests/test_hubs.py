@@ -96,6 +96,57 @@ def test_watcher_announces_new_messages_and_skips_this_workers_generations(engin
         assert watcher.look() == 0
 
 
+def test_watcher_tells_one_worker_of_another_workers_rename_switch_and_delete(
+        two_sqlite_workers):
+    sessions, (_, follower_side) = two_sqlite_workers
+    reply = new_reply(sessions, status="complete")
+    thread_id = reply.thread_id
+    with sessions() as session:
+        other = Message(thread_id=thread_id, role="assistant", status="complete")
+        session.add(other)
+        session.flush()
+        session.execute(update(Thread).where(Thread.id == thread_id)
+                        .values(active_leaf_id=other.id))
+        session.commit()
+    with follower_side.subscribe(thread_channel(thread_id)) as subscription:
+        # The look that announced it noted the thread as it was (nothing to announce).
+        assert wait_event(subscription, lambda e: e.get("message") == other.id)
+        with sessions() as session:  # what another worker's rename does
+            session.execute(update(Thread).where(Thread.id == thread_id)
+                            .values(title="Renamed elsewhere"))
+            session.commit()
+        assert wait_event(subscription, lambda e: e.get("type") == "renamed") == \
+            {"type": "renamed", "thread": thread_id}
+        with sessions() as session:  # ...and its version switch
+            session.execute(update(Thread).where(Thread.id == thread_id)
+                            .values(active_leaf_id=reply.id))
+            session.commit()
+        assert wait_event(subscription, lambda e: e.get("type") == "selected") == \
+            {"type": "selected", "leaf": reply.id}
+        # A new turn moves the leaf too: announced as created messages, not as a switch.
+        with sessions() as session:
+            turn = Message(thread_id=thread_id, parent_id=reply.id, role="user")
+            session.add(turn)
+            session.flush()
+            session.execute(update(Thread).where(Thread.id == thread_id)
+                            .values(active_leaf_id=turn.id))
+            session.commit()
+        events = []
+        assert wait_event(subscription, lambda e: events.append(e) or e.get("type") == "created")
+        assert wait_event(subscription, lambda e: events.append(e) and False, 0.3) is None
+        assert not [e for e in events if e.get("type") == "selected"]
+        with sessions() as session:  # ...and its delete
+            session.execute(update(Message).where(Message.thread_id == thread_id)
+                            .values(parent_id=None))
+            session.query(Message).filter(Message.thread_id == thread_id).delete()
+            session.query(Thread).filter(Thread.id == thread_id).delete()
+            session.commit()
+        assert wait_event(subscription, lambda e: e.get("type") == "deleted") == \
+            {"type": "deleted", "thread": thread_id}
+        # Announced once.
+        assert wait_event(subscription, lambda e: e.get("type") == "deleted", 0.3) is None
+
+
 def test_watcher_costs_nothing_without_followers(engine):
     sessions = sessionmaker(engine, expire_on_commit=False)
     hub = InProcessHub()

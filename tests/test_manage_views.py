@@ -285,8 +285,11 @@ def comparable(export: dict) -> dict:
     """An export without what an import renews: ids and times."""
     def strip(record: dict) -> dict:
         return {k: v for k, v in record.items() if k not in ("id", "created_at", "updated_at",
-                                                              "parent_id")}
+                                                              "parent_id", "active_leaf_id")}
+    ids = [m["id"] for m in export["messages"]]
+    leaf = export["thread"].get("active_leaf_id")
     return {"thread": strip(export["thread"]),
+            "active_leaf": ids.index(leaf) if leaf in ids else leaf,
             "messages": [strip(m) for m in export["messages"]]}
 
 
@@ -320,6 +323,47 @@ def test_import_takes_a_json_body_and_keeps_parents(client, token):
     # Nothing generates an imported reply: one that was streaming can be continued.
     assert [m["status"] for m in export["messages"]] == ["complete", "interrupted"]
     assert export["messages"][1]["content"] == "hello"
+
+
+def test_import_restores_the_version_that_was_active(client, token, stranger):
+    thread_id = talk(client, token, "Which version?")
+    first = client.get(f"/threads/{thread_id}/export?format=json").json
+    reply = first["messages"][1]["id"]
+    again = post(client, token, f"/messages/{reply}/regenerate")
+    assert again.status_code == 201
+    assert b"event: done" in client.get(again.json["stream_url"]).data
+    # The older version is the one shown when the thread is exported.
+    assert post(client, token, f"/messages/{reply}/select").status_code == 200
+    export = client.get(f"/threads/{thread_id}/export?format=json").json
+    assert export["thread"]["active_leaf_id"] == reply
+    assert len(export["messages"]) == 3
+
+    their = csrf_of(stranger)
+    imported = stranger.post("/threads/import", json=export,
+                             headers={"X-CSRF-Token": their, **JSON})
+    assert imported.status_code == 201, imported.text
+    new_id = imported.json["thread"]["id"]
+    second = stranger.get(f"/threads/{new_id}/export?format=json").json
+    assert comparable(second) == comparable(export)
+    shown = second["messages"][1]
+    assert second["thread"]["active_leaf_id"] == shown["id"]
+    assert shown["content"] == export["messages"][1]["content"]
+    # The page shows that version, with the other one a click away.
+    page = stranger.get(f"/threads/{new_id}").text
+    assert f'id="message-{shown["id"]}"' in page
+    assert f'id="message-{second["messages"][2]["id"]}"' not in page
+    assert '<span class="version-label">1 / 2</span>' in page
+
+
+def test_an_import_naming_no_active_version_shows_the_newest(client, token):
+    body = {"format": "relay.thread", "version": 1, "thread": {"title": "Old export"},
+            "messages": [{"id": 1, "role": "user", "content": "q"},
+                         {"id": 2, "parent_id": 1, "role": "assistant", "content": "a"},
+                         {"id": 3, "parent_id": 1, "role": "assistant", "content": "b"}]}
+    answer = post(client, token, "/threads/import", json=body)
+    assert answer.status_code == 201
+    export = client.get(f"/threads/{answer.json['thread']['id']}/export?format=json").json
+    assert export["thread"]["active_leaf_id"] == export["messages"][2]["id"]
 
 
 def base_export(**changes) -> dict:
@@ -356,6 +400,10 @@ def base_export(**changes) -> dict:
                                        "timings": {"ttft_ms": -1}}])).encode(), "'timings'"),
     (b'{"format": "relay.thread", "version": 1, "thread": {"title": "\\ud800"}, '
      b'"messages": []}', "'title'"),
+    (json.dumps(base_export(thread={"title": "T", "active_leaf_id": 2})).encode(),
+     "'active_leaf_id'"),
+    (json.dumps(base_export(thread={"title": "T", "active_leaf_id": "1"})).encode(),
+     "'active_leaf_id'"),
     (b"", "Choose"),
 ])
 def test_a_bad_import_is_a_400_that_says_why_and_stores_nothing(app, client, token, body, why):

@@ -169,3 +169,55 @@ def test_stop_reaches_a_silent_model_whichever_worker_takes_it(two_workers, upst
         record = upstream.records_for(prompt)[0]
         upstream.wait_until(lambda r=record: r.closed_early, timeout=5)
     assert time.monotonic() - started < 6  # each within about a second, not at first token
+
+
+def followers_on_both_workers(server, client: RelayClient, thread: int) -> list:
+    """Websocket followers of `thread` until each worker has at least two."""
+    sockets, workers = [], []
+    while len(sockets) < 4 or min(workers.count(w) for w in set(workers)) < 2 \
+            or len(set(workers)) < 2:
+        assert len(sockets) < 80, f"every follower landed on one worker: {workers}"
+        ws = open_socket(server, client, thread)
+        assert 'id="live-status"' in ws.recv()
+        sockets.append(ws)
+        workers.append(server.worker_of(ws.sock.getsockname()[1]))
+    return sockets
+
+
+def wait_frame(ws, predicate, timeout: float = 20.0) -> str:
+    """The first frame for which `predicate` holds; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = ws.recv()
+        if predicate(frame):
+            return frame
+    raise AssertionError("no such frame in time")
+
+
+def test_a_switch_rename_and_delete_reach_followers_on_every_worker(two_workers, upstream):
+    owner = RelayClient(two_workers.base_url).open()
+    thread = owner.new_thread()
+    sent = owner.send(thread, upstream.script(Reply.words("Version one."),
+                                              Reply.words("Version two.")))
+    first = sent["assistant_message"]["id"]
+    terminal(owner, first)
+    second = owner.post_json(f"/messages/{first}/regenerate").json()["message"]["id"]
+    terminal(owner, second)
+    sockets = followers_on_both_workers(two_workers, owner, thread)
+    try:
+        # Each change is made by whichever worker takes the request; every follower sees it.
+        assert owner.post_json(f"/messages/{first}/select").status == 200
+        for ws in sockets:
+            frame = wait_frame(ws, lambda f: "data-active-path" in f
+                               and f'id="message-{first}"' in f)
+            assert f'id="message-{second}"' not in frame
+        assert owner.post_json(f"/threads/{thread}/rename",
+                               {"title": "Renamed on one worker"}).status == 200
+        for ws in sockets:
+            wait_frame(ws, lambda f: "Renamed on one worker" in f)
+        assert owner.post_json(f"/threads/{thread}/delete").status == 200
+        for ws in sockets:
+            wait_frame(ws, lambda f: "This thread was deleted" in f)
+    finally:
+        for ws in sockets:
+            ws.close()

@@ -33,8 +33,18 @@ class IdConverter(BaseConverter):
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import api, messages, pages, search, sockets, stream, threads, versions
-    from .fragments import STATUS_LABELS
+    from . import (
+        api,
+        broadcast,
+        messages,
+        pages,
+        search,
+        sockets,
+        stream,
+        threads,
+        versions,
+    )
+    from .fragments import STATUS_LABELS, compared_versions
     from .markdown import render_markdown
     from .timefmt import time_ago
 
@@ -46,6 +56,8 @@ def register_blueprints(app: Flask) -> None:
                                    "model_choices": app.extensions["relay"].models.choices,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
                                    "status_labels": STATUS_LABELS})
+    app.add_template_global(compared_versions)
+    app.add_template_global(api.MAX_COMPARED, "max_compared")
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(stream.bp)
@@ -54,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(search.bp)
     app.register_blueprint(sockets.bp)
     app.register_blueprint(versions.bp)
+    app.register_blueprint(broadcast.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,

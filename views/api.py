@@ -33,6 +33,25 @@ def model_arg(model_id: object) -> ModelChoice | None:
     return choice
 
 
+MAX_COMPARED = 4  # models that answer one prompt side by side
+
+
+def compared_models_arg(model_ids: list) -> list[ModelChoice]:
+    """2 to MAX_COMPARED distinct models on offer, in the order named; a 400 that says what
+    is wrong otherwise (an unknown one: naming the choices)."""
+    if not all(isinstance(m, str) and m for m in model_ids):
+        abort(400, description="Name each model to compare by its id (see GET /models).")
+    choices = [model_arg(m) for m in model_ids]
+    ids = [c.id for c in choices]
+    twice = next((i for n, i in enumerate(ids) if i in ids[:n]), None)
+    if twice is not None:
+        abort(400, description=f"Compare each model once: {twice!r} is named twice.")
+    if not 2 <= len(ids) <= MAX_COMPARED:
+        abort(400, description=f"Compare 2 to {MAX_COMPARED} models at once; "
+                               f"{len(ids)} {'was' if len(ids) == 1 else 'were'} named.")
+    return choices
+
+
 @bp.get("/models")
 def model_list():
     """The models the composer offers, the default first: `[{id, provider, label, vision}]`."""

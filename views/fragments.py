@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from flask import current_app, render_template, request
+from sqlalchemy import select
 
 from models import Message, Thread, db
-from models.tree import sibling_ids
+from models.tree import compared_replies, sibling_ids
 
 FOLLOW_MODES = ("auto", "ws", "poll")
 STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
@@ -55,3 +56,15 @@ def render_path_oob(thread: Thread, messages: list[Message], texts: dict[int, st
     return render_template("_active_path_oob.html", thread=thread, messages=messages,
                            texts=texts, readonly=readonly, live=None, has_more=has_more,
                            follow="ws", versions=versions, **context)
+
+
+def compared_versions(message: Message) -> list[tuple[Message, str]]:
+    """The replies shown side by side with `message` (itself included) with their freshest
+    text, when it ends its path as one of a comparison; [] otherwise. (Templates call it
+    for the last message of a path.)"""
+    ids = compared_replies(db.session, message.id) if message.role == "assistant" else []
+    if not ids:
+        return []
+    relay = current_app.extensions["relay"]
+    replies = db.session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))
+    return [(reply, relay.current_text(reply, db.session)) for reply in replies]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from flask import (
     Blueprint,
     abort,
@@ -33,7 +35,7 @@ from models.tree import adopt_linear_thread
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
-from .api import model_arg
+from .api import compared_models_arg, model_arg
 from .fragments import render_message
 from .limits import limiter, posting_limit
 from .pages import engine
@@ -85,6 +87,35 @@ def model_from_request(thread: Thread) -> str:
     return (remembered or models.default).id
 
 
+def compared_models_from_request(thread: Thread, model: str) -> list[str]:
+    """The models that answer this prompt: `[model]`, or a comparison of several: `models`
+    (all of them, the first shown), or `model` and the ones in `compare`. Repeated form
+    fields or JSON lists; a 400 for unknown, repeated, too few or too many models."""
+    if request.is_json:
+        body = request.get_json(silent=True)
+        body = body if isinstance(body, dict) else {}
+        given = {name: body.get(name) for name in ("models", "compare")}
+        given = {name: [value] if isinstance(value, str) else value
+                 for name, value in given.items() if value not in (None, "", [])}
+        if any(not isinstance(value, list) for value in given.values()):
+            abort(400, description="'models' and 'compare' are lists of model ids.")
+    else:
+        given = {name: [v for v in request.form.getlist(name) if v]
+                 for name in ("models", "compare")}
+        given = {name: value for name, value in given.items() if value}
+    if not given:
+        return [model]
+    if "models" in given and "compare" in given:
+        abort(400, description="Send either 'models' (all of them) or 'compare' (the models "
+                               "besides 'model'), not both.")
+    if "models" in given:
+        choices = compared_models_arg(given["models"])
+        thread.model = choices[0].id  # the first is shown, and the thread's choice from now
+    else:
+        choices = compared_models_arg([model, *given["compare"]])
+    return [choice.id for choice in choices]
+
+
 def title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
@@ -110,13 +141,15 @@ def active_reply_id(thread: Thread) -> int | None:
         .order_by(Message.id.desc()).limit(1))
 
 
-def start_turn(thread: Thread, prompt: str, model: str) -> tuple[Message, Message]:
+def start_turn(thread: Thread, prompt: str, model: str,
+               compare_with: Sequence[str] = ()) -> tuple[Message, Message]:
     """Store the prompt and its pending reply (by `model`) at the end of the thread's active
-    path; a tab (or this worker) will start the reply."""
+    path; a tab (or this worker) will start the reply. `compare_with`: see add_turn."""
     for _ in range(LEAF_RACE_RETRIES):
         adopt_linear_thread(db.session, thread)
         leaf = thread.active_leaf_id
-        turn = add_turn(thread, leaf, prompt, model=model, follows=leaf)
+        turn = add_turn(thread, leaf, prompt, model=model, follows=leaf,
+                        compare_with=compare_with)
         if turn is not None:
             return turn  # type: ignore[return-value]  (a prompt was given: a user message)
         db.session.refresh(thread)  # another prompt moved the path's end: follow it
@@ -128,13 +161,17 @@ _ANY = object()
 
 
 def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
-             model: str | None = None, follows=_ANY) -> tuple[Message | None, Message] | None:
+             model: str | None = None, follows=_ANY,
+             compare_with: Sequence[str] = ()) -> tuple[Message | None, Message] | None:
     """Store a pending reply under `parent_id` (after a new prompt when `prompt` is given)
     and make it the thread's active leaf; the reply starts like any other. Its model is
     `model`, else the one the request asks for or the thread's (model_from_request).
 
     With `follows`, the leaf moves only if it still is `follows` (two prompts sent at once
     must not both follow the same message): None, and nothing stored, when it is not.
+
+    `compare_with`: other models that answer too, each in a sibling reply stored in the same
+    transaction (a comparison, models.tree.compared_replies); the first reply is the active one.
     """
     if engine().admission.full():
         # Every slot busy and a long queue already: say so now rather than keep the
@@ -153,6 +190,9 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
     reply = Message(thread_id=thread.id, parent_id=parent_id, role="assistant", content="",
                     status=PENDING, model=model, created_at=now)
     db.session.add(reply)
+    others = [Message(thread_id=thread.id, parent_id=parent_id, role="assistant", content="",
+                      status=PENDING, model=other, created_at=now) for other in compare_with]
+    db.session.add_all(others)  # after `reply`: their ids are higher
     db.session.flush()
     moved = update(Thread).where(Thread.id == thread.id)
     if follows is not _ANY:
@@ -172,8 +212,11 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
     db.session.commit()
     # No tab may ever claim it (no JavaScript, closed tab): then this worker runs it.
     engine().schedule_headless(reply.id)
+    for other in others:
+        engine().schedule_headless(other.id)
     # Other tabs and followers of this thread learn of the new messages right away.
     created = [user.id, reply.id] if user is not None else [reply.id]
+    created += [other.id for other in others]
     engine().hub.publish(thread.channel, {"type": "created", "messages": created})
     return user, reply
 
@@ -196,16 +239,25 @@ def message_create(thread_id: int):
     thread = owned_thread(thread_id)
     prompt = prompt_from_request()
     model = model_from_request(thread)
+    models = compared_models_from_request(thread, model)
     if not flag_from_request("parallel") and active_reply_id(thread) is not None:
         db.session.rollback()  # a refused prompt changes nothing, its model choice included
         abort(409, description=STILL_WRITING)
-    user, reply = start_turn(thread, prompt, model)
+    user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:])
     if wants_json():
-        return jsonify(turn_json(user, reply)), 201
+        body = turn_json(user, reply)
+        if len(models) > 1:
+            body["assistant_messages"] = [
+                {**m.to_json(), "stream_url": url_for("stream.message_stream", message_id=m.id)}
+                for m in db.session.scalars(select(Message).where(
+                    Message.parent_id == user.id, Message.role == "assistant")
+                    .order_by(Message.id))]
+        return jsonify(body), 201
     if is_htmx():
         html = render_template("_messages.html", thread=thread, messages=[user, reply],
                                texts={user.id: user.content, reply.id: ""}, live="sse",
-                               has_more=False, readonly=False, follow="auto")
+                               has_more=False, readonly=False, follow="auto",
+                               compare_grid=len(models) > 1)
         # The title (from the first prompt) and the sidebar entry change too.
         return html + render_template("_thread_changed.html", thread=thread, readonly=False)
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)

@@ -269,7 +269,8 @@ def thread_messages(thread_id: int):
                                  for m in messages], has_more=has_more)
     html = render_template("_messages.html", thread=thread, messages=messages, texts=texts,
                            versions=versions, has_more=has_more, readonly=readonly, follow=mode,
-                           live=live_mode(mode, owner=not readonly))
+                           live=live_mode(mode, owner=not readonly),
+                           compare_grid=after is not None)
     if after is not None and mode == "poll":
         html += render_template("_poll_newer.html", thread=thread,
                                 after=messages[-1].id if messages else after)

@@ -7,7 +7,7 @@ from flask_sock import Sock
 from sqlalchemy import select
 
 from models import ACTIVE_STATUSES, Message, Thread, db
-from models.tree import ThreadTree
+from models.tree import ThreadTree, compared_replies
 from streaming.hub import Event
 
 from .access import is_owner, readable_thread
@@ -50,11 +50,11 @@ def thread_socket(ws, thread_id: int) -> None:
 
 def _state_frame(thread: Thread, readonly: bool) -> str:
     tree = ThreadTree.load(db.session, thread)
-    path = tree.path()
+    path = tree.path() + compared_replies(db.session, tree.leaf)  # what the page shows
     parts = [render_template("_live_status.html", state="live"),
              # The title may have changed while this tab was not listening.
              render_template("_thread_title.html", thread=thread, oob=True)]
-    if len(path) != len(tree.parents):
+    if len(tree.path()) != len(tree.parents):
         # A thread with versions: another may have been chosen while this tab was away
         # (the page keeps its list when it shows this path already).
         parts.append(_path_fragment(thread, tree, readonly))
@@ -115,6 +115,9 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
             changed.append(event["message"])
     tree = ThreadTree.load(db.session, thread)
     path = set(tree.path())
+    if any(i not in path for i in (*created, *changed)):
+        # Replies compared side by side at the path's end are shown too.
+        path |= set(compared_replies(db.session, tree.leaf))
     # A new version (regenerated, edited) replaces a turn: the whole path is sent again.
     selected = selected or any(i in tree.parents and len(tree.siblings(i)) > 1
                                for i in created)

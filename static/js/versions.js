@@ -83,8 +83,11 @@
 
   // -- the path from the websocket: replaces the list only when it shows another path --------
   function shownIds(list) {
-    return Array.prototype.map.call(list.querySelectorAll("article.message"),
-                                    function (a) { return a.id; }).join(",");
+    // In a comparison, which reply the thread goes on from is part of what is shown.
+    return Array.prototype.map.call(list.querySelectorAll("article.message"), function (a) {
+      var cell = a.closest(".comparison-cell");
+      return a.id + (cell && cell.getAttribute("data-chosen") === "true" ? "*" : "");
+    }).join(",");
   }
 
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
