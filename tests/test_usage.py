@@ -191,3 +191,42 @@ def test_a_generation_from_a_refusing_server_is_complete_and_marked_not_streamed
     assert generation.text == "Whole reply."
     assert generation.streamed is False
     assert generation.usage["completion_tokens"] == 2 and "estimated" not in generation.usage
+
+
+# -- a reply whose worker died: the sweeper estimates -------------------------------------------
+def test_a_reply_interrupted_by_the_sweeper_keeps_an_estimated_usage(engine):
+    import datetime as dt
+
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from models import STREAMING, Message, StreamDelta, Thread, utcnow
+    from streaming.sweeper import Sweeper
+
+    with Session(engine) as session:
+        thread = Thread(owner="owner")
+        session.add(thread)
+        session.flush()
+        prompt = Message(thread_id=thread.id, role="user", content="p" * 40)
+        session.add(prompt)
+        session.flush()
+        reply = Message(thread_id=thread.id, parent_id=prompt.id, role="assistant",
+                        status=STREAMING, heartbeat_at=utcnow() - dt.timedelta(minutes=5))
+        session.add(reply)
+        session.flush()
+        session.add(StreamDelta(message_id=reply.id, start=0, end=10, text="r" * 10))
+        session.commit()
+        reply_id = reply.id
+    sweeper = Sweeper(sessionmaker(engine), stale_after_s=30, unclaimed_after_s=60,
+                      interval_s=5, publish=lambda *a: None, start=lambda m: None)
+    assert sweeper.sweep()[0] == [reply_id]
+    with Session(engine) as session:
+        usage = session.get(Message, reply_id).usage
+    assert usage == {"prompt_tokens": 4 + 10, "completion_tokens": 3, "total_tokens": 17,
+                     "estimated": True}
+
+
+def test_dollars_are_shown_in_cents_or_a_few_significant_digits():
+    from views.usage import usd
+
+    assert [usd(a) for a in (None, 0, 1234.5, 0.5, 0.012, 0.0061234, 1e-9)] == [
+        "–", "$0", "$1,234.50", "$0.50", "$0.012", "$0.00612", "<$0.000001"]

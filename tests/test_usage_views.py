@@ -140,3 +140,21 @@ def test_a_reply_that_was_not_streamed_says_so_in_json_and_its_footer(client, to
         db.session.commit()
     assert client.get(f"/messages/{reply['id']}", headers=JSON).json["streamed"] is False
     assert 'data-streamed="false"' in client.get(f"/threads/{thread_id}").text
+
+
+def test_thread_total_counts_a_reply_being_written_by_its_estimate_so_far(priced):
+    from models import StreamDelta
+
+    client = priced.test_client()
+    token = csrf_of(client)
+    thread_id = new_thread(client, token)
+    sent = send(client, token, thread_id)
+    with priced.app_context():
+        reply = db.session.get(Message, sent["assistant_message"]["id"])
+        reply.status = "streaming"
+        db.session.add(StreamDelta(message_id=reply.id, start=0, end=400, text="x" * 400))
+        db.session.commit()
+    usage = client.get(f"/threads/{thread_id}", headers=JSON).json["usage"]
+    assert usage["completion_tokens"] == 100 and usage["estimated"] is True
+    assert usage["cost"] == pytest.approx(100 * 6 / 1_000_000)
+    assert "~" in client.get(f"/threads/{thread_id}").text.split('id="thread-cost"')[1][:400]

@@ -19,14 +19,18 @@ def prices() -> PriceTable:
 
 
 def usd(amount: float | None) -> str:
-    """Dollars for people: cents from a cent up, four significant digits below it."""
+    """Dollars for people: cents from $1 up; below, up to four decimals (at least two),
+    and three significant digits under a cent."""
     if amount is None:
         return "–"
     if amount == 0:
         return "$0"
-    if amount >= 0.01:
+    if amount >= 1:
         return f"${amount:,.2f}"
-    return f"${amount:.4g}" if amount >= 1e-6 else "<$0.000001"
+    if amount >= 0.01:
+        digits = f"{amount:.4f}".rstrip("0")
+        return "$" + digits + "0" * max(0, 2 - len(digits.partition(".")[2]))
+    return f"${amount:.3g}" if amount >= 1e-6 else "<$0.000001"
 
 
 def totals_of(thread: Thread) -> Totals:
