@@ -63,6 +63,11 @@ class OwnerUsage:
                              for model, t in self.models.items()]}
 
 
+def _counted():
+    """Replies with counts (a JSON null or a dict without them is no usage)."""
+    return Message.usage["completion_tokens"].as_integer().is_not(None)
+
+
 def _sums():
     prompt = Message.usage["prompt_tokens"].as_integer()
     completion = Message.usage["completion_tokens"].as_integer()
@@ -78,8 +83,7 @@ def thread_totals(session: Session, thread_id: int, prices: PriceTable) -> Total
     totals = Totals()
     rows = session.execute(
         select(Message.model, *_sums())
-        .where(Message.thread_id == thread_id, Message.role == "assistant",
-               Message.usage.is_not(None))
+        .where(Message.thread_id == thread_id, Message.role == "assistant", _counted())
         .group_by(Message.model)).all()
     for model, replies, prompt, completion, estimated in rows:
         totals.add(replies, prompt, completion,
@@ -103,8 +107,7 @@ def owner_usage(session: Session, owner: str, prices: PriceTable) -> OwnerUsage:
     rows = session.execute(
         select(day, Message.model, *_sums())
         .join(Thread, Thread.id == Message.thread_id)
-        .where(Thread.owner == owner, Message.role == "assistant",
-               Message.usage.is_not(None))
+        .where(Thread.owner == owner, Message.role == "assistant", _counted())
         .group_by(day, Message.model)).all()
     usage = OwnerUsage()
     for day_value, model, replies, prompt, completion, estimated in sorted(

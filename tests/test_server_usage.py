@@ -135,3 +135,21 @@ def test_a_server_that_refuses_to_stream_still_delivers_the_reply_as_one_delta(u
     assert (again, end_event) == (text, "done")
     page = browser.request("GET", f"/threads/{thread}").text
     assert "not streamed" in page
+
+
+def test_usage_totals_add_up_on_postgresql_too(server_factory, postgres_url, upstream):
+    relay = server_factory(postgres_url, MODEL_PRICES=PRICES)
+    browser = RelayClient(relay.base_url).open()
+    thread = browser.new_thread()
+    for reply in (Reply.words("Counted.", usage=USAGE),
+                  Reply(tokens=[], status=400, error_message="Bad.")):  # no text: no usage
+        sent = browser.send(thread, upstream.script(reply))
+        read_reply(browser.stream(sent["stream_url"]))
+        terminal(browser, sent["assistant_message"]["id"])
+    totals = browser.get_json(f"/threads/{thread}").json()["usage"]
+    assert (totals["replies"], totals["prompt_tokens"]) == (1, USAGE["prompt_tokens"])
+    usage = browser.get_json("/usage").json()
+    assert usage["total"]["cost"] == pytest.approx(cost_of(USAGE))
+    assert len(usage["by_day"]) == 1 and len(usage["by_day"][0]["day"]) == 10
+    assert usage["by_model"][0]["model"] == "gpt-4o-mini"
+    assert browser.request("GET", "/usage").status == 200

@@ -158,3 +158,18 @@ def test_thread_total_counts_a_reply_being_written_by_its_estimate_so_far(priced
     assert usage["completion_tokens"] == 100 and usage["estimated"] is True
     assert usage["cost"] == pytest.approx(100 * 6 / 1_000_000)
     assert "~" in client.get(f"/threads/{thread_id}").text.split('id="thread-cost"')[1][:400]
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": "many"}, {"completion_tokens": 1.5}, {"total_tokens": -3},
+    {"prompt_tokens": 2**40}, {"completion_tokens": True}, {"estimated": "maybe"},
+])
+def test_an_import_with_usage_totals_cannot_add_up_is_a_400(client, token, usage):
+    body = {"format": "relay.thread", "version": 1, "thread": {"title": "T"},
+            "messages": [{"id": 1, "role": "user", "content": "hi"},
+                         {"id": 2, "parent_id": 1, "role": "assistant", "content": "yo",
+                          "usage": usage}]}
+    answer = client.post("/threads/import", json=body,
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400 and "'usage'" in answer.json["message"]
+    assert client.get("/usage", headers=JSON).json["total"]["replies"] == 0
