@@ -46,7 +46,10 @@ def render_thread_cost(thread: Thread, *, oob: bool = False) -> str:
 @bp.get("/usage")
 def usage_show():
     """The owner's tokens and cost, by day and by model (JSON with Accept: application/json)."""
+    from .pages import sidebar_threads  # pages imports us
+
     usage = owner_usage(db.session, current_owner(), prices())
     if wants_json():
         return jsonify(usage.to_json())
-    return render_template("usage.html", usage=usage, priced=bool(prices()))
+    return render_template("usage.html", usage=usage, priced=bool(prices()),
+                           **sidebar_threads())
