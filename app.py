@@ -15,6 +15,7 @@ from sqlalchemy.orm import sessionmaker
 
 from config import Config
 from llm import make_models
+from llm.pricing import parse_prices
 from models import db
 from streaming.engine import ReplyEngine
 from streaming.hub import Hub, InProcessHub
@@ -39,6 +40,8 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
         **engine_options(app.config["SQLALCHEMY_DATABASE_URI"], app.config),
         **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})}
 
+    # A bad price table stops the start with a message naming it, never a 500 per request.
+    app.extensions["relay_prices"] = parse_prices(app.config.get("MODEL_PRICES"))
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     with app.app_context():

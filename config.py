@@ -53,6 +53,9 @@ class Config:
     # Several models at once, offered in the composer: "provider:model[=Label]", comma
     # separated, the first the default (llm/catalog.py). Unset: the one model above.
     CHAT_MODELS = _env("CHAT_MODELS")
+    # What replies cost: '{"model-id": {"input": USD/M tokens, "output": USD/M tokens}}'
+    # (llm/pricing.py); a model without a price shows no cost. Bad JSON stops the start.
+    MODEL_PRICES = _env("MODEL_PRICES")
     ANTHROPIC_API_KEY = _env("ANTHROPIC_API_KEY")
     ANTHROPIC_BASE_URL = _env("ANTHROPIC_BASE_URL")
     ANTHROPIC_MAX_TOKENS = _int("ANTHROPIC_MAX_TOKENS", 4096)

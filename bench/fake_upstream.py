@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 _WORD = re.compile(r"\s*\S+\s*")
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _AZURE_CHAT = re.compile(r"/openai/deployments/[^/]+/chat/completions")
+STREAM_REFUSED = "Streaming is not supported by this server: set 'stream' to false."
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
 
@@ -111,14 +112,20 @@ class FakeUpstream:
 
     With `azure_api_key` it is also an Azure OpenAI resource (`endpoint`): deployments at
     `/openai/deployments/<name>/chat/completions?api-version=…`, keyed by `api-key`.
+
+    `refuse_stream` (an HTTP status, or None) makes it a server that will not stream, as
+    some proxies are: every `stream: true` request gets that status and an error saying so
+    (no scripted reply is used up); requests without streaming are answered as usual.
     """
 
     handler_class: type[BaseHTTPRequestHandler] | None = None  # None: Chat Completions
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  default_reply: Callable[[dict[str, Any]], Reply] = default_reply,
-                 *, max_records: int | None = None, azure_api_key: str | None = None) -> None:
+                 *, max_records: int | None = None, azure_api_key: str | None = None,
+                 refuse_stream: int | None = None) -> None:
         self.host = host
+        self.refuse_stream = refuse_stream
         # Set: it also serves Azure OpenAI's paths, which need this `api-key` header.
         self.azure_api_key = azure_api_key
         self.default_reply = default_reply
@@ -356,6 +363,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._finish_http_error(record, 400, problem, self.problem_type, None, None)
             return
         record.stream = bool(body.get("stream"))
+        refusal = self.fake.refuse_stream
+        if record.stream and refusal is not None:
+            self._finish_http_error(record, refusal, STREAM_REFUSED, self.problem_type,
+                                    "unsupported_parameter" if refusal < 500 else None, None)
+            return
         reply = self.fake.next_reply(body)
         if reply.status != 200:
             self._pause(reply.first_token_delay_s)
@@ -656,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--max-records", type=int, default=100_000,
                         help="keep only the newest N request records")
+    parser.add_argument("--refuse-stream", type=int, default=None, metavar="STATUS",
+                        help="answer every streaming request with this HTTP status (400, "
+                             "405 or 501, say), as a proxy that will not stream does")
     args = parser.parse_args(argv)
 
     tokens = numbered_tokens(args.tokens)
@@ -664,7 +679,8 @@ def main(argv: list[str] | None = None) -> int:
         return Reply(tokens=tokens, token_delay_s=args.token_delay_ms / 1000,
                      first_token_delay_s=args.first_token_delay_ms / 1000)
 
-    fake = FakeUpstream(args.host, args.port, default_reply=reply, max_records=args.max_records)
+    fake = FakeUpstream(args.host, args.port, default_reply=reply, max_records=args.max_records,
+                        refuse_stream=args.refuse_stream)
     print(f"fake upstream serving {args.tokens} tokens every {args.token_delay_ms:g} ms at "
           f"{fake.url} (stats: {fake.url[:-3]}/_fake/stats)", flush=True)
     serve_until_stopped(fake)

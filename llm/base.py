@@ -15,6 +15,8 @@ class Chunk:
     finish_reason: str | None = None
     # {"prompt_tokens": int, "completion_tokens": int, "total_tokens": int} when known.
     usage: dict[str, Any] | None = None
+    # False on the last step of a reply the server would not stream (it came in one piece).
+    streamed: bool = True
 
 
 CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +23,13 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, llama.cpp, vLLM) ignore the key, but the SDK refuses to start without one.
 PLACEHOLDER_API_KEY = "unused"
 DRAIN_TIMEOUT_S = 0.5
+# A server that refused to stream is asked without streaming for this long, then tried again.
+STREAM_REFUSAL_TTL_S = 600.0
+# A reply that is not streamed arrives only once it is whole: wait at least this long for it.
+WHOLE_REPLY_TIMEOUT_S = 300.0
+# What a server (or a proxy before it) answers when it will not stream; for 400 and the like
+# only when its message is about streaming.
+REFUSES_STREAM_STATUSES = (400, 405, 415, 422, 501)
 
 
 class OpenAICompatProvider:
@@ -37,6 +46,7 @@ class OpenAICompatProvider:
         self.connect_timeout = float(connect_timeout)
         self.read_timeout = float(read_timeout)
         self._api_key = api_key or PLACEHOLDER_API_KEY
+        self._stream_refused_at: float | None = None  # when the server last refused to stream
         self._client = self._make_client(base_url)
         url = self._client.base_url
         self._server = f"{url.host}:{url.port}" if url.port else str(url.host)
@@ -78,11 +88,18 @@ class OpenAICompatProvider:
         The SDK builds and sends the request (auth, base URL, timeouts, error statuses);
         the reply's events are read from the raw response by `chat_sse`, which skips the
         SDK's per-request payload transformation and its typed object per chunk.
+
+        A server that refuses `stream: true` (some proxies do) is asked the same without
+        streaming: the reply comes as one Chunk, and the last one has `streamed=False`.
         """
-        body = {"model": self.model,
-                "messages": [{"role": m["role"], "content": m["content"]}
-                             for m in continuation_request(messages)],
-                "stream": True, "stream_options": {"include_usage": True}}
+        plain = {"model": self.model,
+                 "messages": [{"role": m["role"], "content": m["content"]}
+                              for m in continuation_request(messages)]}
+        if self._refuses_streaming():
+            yield from self._whole_reply(plain)
+            return
+        body = {**plain, "stream": True, "stream_options": {"include_usage": True}}
+        refused = False
         response: httpx2.Response | None = None
         got_text = False
         finish_reason: str | None = None
@@ -110,7 +127,12 @@ class OpenAICompatProvider:
                         finish_reason = str(choice["finish_reason"])
             _drain(raw)
         except openai.APIStatusError as err:
-            raise self._fail(err, self._status_error(err)) from None
+            if not _refuses_stream(err):
+                raise self._fail(err, self._status_error(err)) from None
+            log.info("model %s: the server refused to stream (HTTP %s); asking without "
+                     "streaming", self.model, err.status_code)
+            self._stream_refused_at = time.monotonic()
+            refused = True
         except (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError) as err:
             # APIConnectionError includes APITimeoutError. Raw httpx2 errors come from
             # reading the stream, and escape the SDK when an error status's body stalls.
@@ -132,6 +154,9 @@ class OpenAICompatProvider:
                 # upstream instead of running to the end.
                 response.close()
 
+        if refused:
+            yield from self._whole_reply(plain)
+            return
         if finish_reason is None:
             # A stream that just ends (with or without [DONE]) is, for Relay, a cut-off
             # reply, never a complete one.
@@ -139,6 +164,49 @@ class OpenAICompatProvider:
                 "The model's reply was cut off (the stream ended without a finish reason).",
                 retryable=True))
         yield Chunk(finish_reason=finish_reason, usage=usage)
+
+    def _refuses_streaming(self) -> bool:
+        refused_at = self._stream_refused_at
+        return refused_at is not None and time.monotonic() - refused_at < STREAM_REFUSAL_TTL_S
+
+    def _whole_reply(self, body: dict[str, Any]) -> Iterator[Chunk]:
+        """The reply to `body` asked without streaming: its text as one Chunk, then the
+        finish reason and usage with `streamed=False`; failures as stream() raises them."""
+        response: httpx2.Response | None = None
+        timeout = openai.Timeout(max(self.read_timeout, WHOLE_REPLY_TIMEOUT_S),
+                                 connect=self.connect_timeout)
+        try:
+            # Read as a raw response so that closing it (a stop) abandons the request.
+            response = self._client.post("/chat/completions", body=body,
+                                         cast_to=httpx2.Response, stream=True,
+                                         options={"timeout": timeout})
+            reply = json.loads(response.read())
+            if isinstance(reply, dict) and isinstance(reply.get("error"), dict):
+                raise chat_sse.StreamErrorEvent(reply["error"])
+            choice = reply["choices"][0]
+            text = (choice.get("message") or {}).get("content") or ""
+            if not isinstance(text, str):
+                raise ValueError("message content is not text")
+            finish_reason = str(choice.get("finish_reason") or "stop")
+            usage = _usage_dict(reply["usage"]) if reply.get("usage") is not None else None
+        except openai.APIStatusError as err:
+            raise self._fail(err, self._status_error(err)) from None
+        except (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError) as err:
+            raise self._fail(err, self._transport_error(
+                err, streaming=False, got_text=False)) from None
+        except chat_sse.StreamErrorEvent as err:
+            raise self._fail(err, self._event_error(err.body)) from None
+        except openai.OpenAIError as err:
+            raise self._fail(err, ProviderError("The model request failed.")) from None
+        except (ValueError, AttributeError, TypeError, KeyError, IndexError) as err:
+            raise self._fail(err, ProviderError(
+                "The model server sent a malformed reply.", retryable=True)) from None
+        finally:
+            if response is not None:
+                response.close()
+        if text:
+            yield Chunk(text=text)
+        yield Chunk(finish_reason=finish_reason, usage=usage, streamed=False)
 
     def check(self, timeout: float = 2.0) -> str | None:
         """Whether the server answers: None when `GET <base>/models` does, a short human
@@ -199,6 +267,13 @@ def _drain(raw: Iterator[bytes]) -> None:
     with gevent.Timeout(DRAIN_TIMEOUT_S, False):
         for _ in raw:
             pass
+
+
+def _refuses_stream(err: openai.APIStatusError) -> bool:
+    """Whether an error status says "no streaming here" rather than "bad request"."""
+    if err.status_code not in REFUSES_STREAM_STATUSES:
+        return False
+    return err.status_code == 501 or "stream" in f"{err.message} {err.body}".lower()
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:

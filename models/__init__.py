@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -95,7 +95,11 @@ class Message(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=COMPLETE)
     error: Mapped[str | None] = mapped_column(String(500))
     model: Mapped[str | None] = mapped_column(String(200))
+    # {"prompt_tokens", "completion_tokens", "total_tokens"}, with "estimated": true when
+    # the model sent no counts (llm.usage).
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # False: the model server refused to stream, and the reply arrived in one piece.
+    streamed: Mapped[bool] = mapped_column(default=True, server_default=true())
     ttft_ms: Mapped[int | None] = mapped_column()
     duration_ms: Mapped[int | None] = mapped_column()
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
@@ -116,6 +120,14 @@ class Message(db.Model):
     @property
     def timings(self) -> dict[str, int | None]:
         return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+
+    @property
+    def cost(self) -> float | None:
+        """USD this reply cost by the app's MODEL_PRICES; None when its model has no price."""
+        from flask import current_app
+
+        prices = current_app.extensions.get("relay_prices")
+        return None if prices is None else prices.cost(self.model, self.usage)
 
     def to_json(self, text: str | None = None, *,
                 siblings: list[int] | None = None) -> dict[str, Any]:
@@ -139,6 +151,8 @@ class Message(db.Model):
             "error": self.error,
             "model": self.model,
             "usage": self.usage,
+            "cost": self.cost,
+            "streamed": self.streamed is not False,
             "timings": self.timings,
             "created_at": self.created_at.isoformat() + "Z",
         }

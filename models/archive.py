@@ -170,6 +170,9 @@ def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Mess
     if (error and len(error) > 500) or (model and len(model) > 200):
         raise ArchiveError(f"{where.capitalize()}'s 'error' or 'model' is too long.")
     usage = _field(record, "usage", dict, where, default=None, nullable=True)
+    if usage is not None and not _usage_ok(usage):
+        raise ArchiveError(f"{where.capitalize()}'s 'usage' token counts must be whole "
+                           "numbers, and 'estimated' true or false.")
     timings = _field(record, "timings", dict, where, default={}, nullable=True) or {}
     ttft, duration = timings.get("ttft_ms"), timings.get("duration_ms")
     for value in (ttft, duration):
@@ -180,6 +183,16 @@ def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Mess
     return Message(thread_id=thread_id, role=role, content=content, status=status,
                    error=error, model=model, usage=usage, ttft_ms=ttft, duration_ms=duration,
                    created_at=created, updated_at=now)
+
+
+def _usage_ok(usage: dict) -> bool:
+    """Counts that totals can add up (llm.usage), on every database."""
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        value = usage.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or not 0 <= value < 2**31):
+            return False
+    return isinstance(usage.get("estimated", False), bool)
 
 
 _MISSING = object()

@@ -145,6 +145,8 @@ class ReplyEngine:
                provider: Provider) -> Generation:
         generation = Generation(message.id, message.thread_id, prefix=message.content,
                                 clock=self.clock, on_first_text=self.writer.wake)
+        if message.content:  # continued: the calls that wrote its text were paid for too
+            generation.prior_usage = message.usage
         self.generations[message.id] = generation
         # No waiting for the broker to confirm: until it does, the database flag (read at
         # every tick) still carries a stop.

@@ -12,6 +12,7 @@ import gevent
 from gevent.event import Event
 
 from llm import Provider, ProviderError
+from llm.usage import add_usage, estimate_usage
 from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
 
 from .seam import join_continuation
@@ -65,6 +66,8 @@ class Generation:
         self.status: str | None = None  # the terminal status once the model is done
         self.error: str | None = None
         self.usage: dict[str, Any] | None = None
+        self.prior_usage: dict[str, Any] | None = None  # a continued reply's earlier calls
+        self.streamed = True  # False: the server refused to stream and sent the reply whole
         self.finish_reason: str | None = None
         self.cancel_requested = False
         self.running = False  # set once the greenlet runs: only then can it be interrupted
@@ -155,9 +158,11 @@ def run_generation(generation: Generation, provider: Provider,
     """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives."""
     generation.running = True
     retry = retry or RetryPolicy(attempts=0)
+    asked = False
     try:
         if generation.cancel_requested:  # stopped before it began: never ask the model
             raise GenerationCancelled
+        asked = True
         attempt = 0
         while True:
             shown = generation.end
@@ -188,7 +193,21 @@ def run_generation(generation: Generation, provider: Provider,
         log.exception("generation of message %s failed", generation.message_id)
         generation.finish(ERROR, INTERNAL_ERROR_REASON)
     finally:
+        if asked:
+            settle_usage(generation, history)
         on_done(generation)
+
+
+def settle_usage(generation: Generation, history: list[dict[str, str]]) -> None:
+    """The reply's usage once it ended: the model's counts, else (stopped, cut off, failed
+    or interrupted before they came) an estimate marked `estimated`; a continued reply adds
+    its earlier calls. A request that failed before any text costs nothing and gets none."""
+    usage = generation.usage
+    if usage is None:
+        text = generation.text_between(generation.start_offset)
+        if text or generation.status != ERROR:
+            usage = estimate_usage(history, text)
+    generation.usage = add_usage(generation.prior_usage, usage)
 
 
 def _stream_into(generation: Generation, provider: Provider,
@@ -205,6 +224,8 @@ def _stream_into(generation: Generation, provider: Provider,
                 generation.usage = chunk.usage
             if chunk.finish_reason:
                 generation.finish_reason = chunk.finish_reason
+                if not chunk.streamed:
+                    generation.streamed = False
     finally:
         close = getattr(stream, "close", None)
         if close is not None:

@@ -55,7 +55,8 @@ def _ancestors_statement():
             .join(up, messages.c.id == up.c.id).order_by(up.c.depth.desc()))
 
 
-def _linear_history(session: Session, message: Message | ClaimedReply, limit: int) -> list[dict[str, str]]:
+def _linear_history(session: Session, message: Message | ClaimedReply,
+                    limit: int) -> list[dict[str, str]]:
     rows = session.execute(
         select(Message.role, Message.content)
         .where(Message.thread_id == message.thread_id, Message.id < message.id)

@@ -77,7 +77,8 @@ def join_continuation(partial: str, chunks: Iterator[Chunk]) -> Iterator[Chunk]:
                 continue
             held += chunk.text
             if chunk.finish_reason or chunk.usage:
-                later.append(Chunk(finish_reason=chunk.finish_reason, usage=chunk.usage))
+                later.append(Chunk(finish_reason=chunk.finish_reason, usage=chunk.usage,
+                                   streamed=chunk.streamed))
             if _decided(said_tail, held):
                 deciding = False
                 if mended := mend_seam(partial, held):

@@ -9,14 +9,17 @@ from collections.abc import Callable
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from llm.usage import add_usage, estimate_usage
 from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
 
+from .history import build_history
 from .periodic import Periodic
 from .reader import persisted_text_after
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED_REASON = "The server handling this reply stopped; the text up to that point is kept."
+ESTIMATE_HISTORY_MESSAGES = 40  # the history an interrupted reply's estimate counts as its prompt
 
 
 class Sweeper:
@@ -59,6 +62,12 @@ class Sweeper:
                 if message is None or message.status != STREAMING:
                     continue
                 text = persisted_text_after(session, message, 0)
+                # Its worker died before the model's counts came: estimate them (a continued
+                # reply's `content` is the part written, and counted, before).
+                usage = add_usage(message.usage, estimate_usage(
+                    build_history(session, message, system_prompt=None,
+                                  limit=ESTIMATE_HISTORY_MESSAGES),
+                    text[len(message.content):]))
                 # Only if still stale: a live writer's flush refreshes the heartbeat in the
                 # same transaction as its deltas, so it can never lose text to us.
                 result = session.execute(
@@ -66,7 +75,7 @@ class Sweeper:
                     .where(Message.id == message_id, Message.status == STREAMING,
                            Message.heartbeat_at < cutoff)
                     .values(status=INTERRUPTED, content=text, error=INTERRUPTED_REASON,
-                            cancel_requested=False))
+                            usage=usage, cancel_requested=False))
                 if result.rowcount != 1:
                     continue
                 session.execute(delete(StreamDelta).where(StreamDelta.message_id == message_id))

@@ -250,14 +250,14 @@ class DeltaWriter:
             .where(Message.id == gen.message_id, Message.status == STREAMING)
             .values(content=gen.text, status=gen.status, error=gen.error, usage=gen.usage,
                     ttft_ms=timings["ttft_ms"], duration_ms=timings["duration_ms"],
-                    heartbeat_at=wall, cancel_requested=False))
+                    heartbeat_at=wall, cancel_requested=False, streamed=gen.streamed))
         if result.rowcount == 0:
             # Someone else ended it meanwhile (a sweeper, a stop): keep their status, but
             # never drop text the reader could otherwise only find in the deltas.
             log.warning("message %s was no longer streaming when its reply ended",
                         gen.message_id)
             session.execute(update(Message).where(Message.id == gen.message_id)
-                            .values(content=gen.text, usage=gen.usage))
+                            .values(content=gen.text, usage=gen.usage, streamed=gen.streamed))
         session.execute(delete(StreamDelta).where(StreamDelta.message_id == gen.message_id))
 
 

@@ -42,6 +42,7 @@ def register_blueprints(app: Flask) -> None:
         sockets,
         stream,
         threads,
+        usage,
         versions,
     )
     from .fragments import STATUS_LABELS, compared_versions
@@ -67,6 +68,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(sockets.bp)
     app.register_blueprint(versions.bp)
     app.register_blueprint(broadcast.bp)
+    app.register_blueprint(usage.bp)
     sockets.init_sockets(app)
     app.extensions["relay_feeds"] = FollowerFeeds(
         app, app.extensions["relay"].hub, sockets.render_changes,
@@ -75,6 +77,7 @@ def register_blueprints(app: Flask) -> None:
     app.extensions["relay_model_health"] = models.health(models.default)
     app.add_template_filter(render_markdown, "markdown")
     app.add_template_filter(time_ago, "ago")
+    app.add_template_filter(usage.usd, "usd")
     app.register_error_handler(HTTPException, _http_error)
     for error in (OperationalError, InterfaceError, PoolTimeout):
         app.register_error_handler(error, _database_unavailable)

@@ -39,6 +39,7 @@ from .api import compared_models_arg, model_arg
 from .fragments import render_message
 from .limits import limiter, posting_limit
 from .pages import engine
+from .usage import render_thread_cost
 
 bp = Blueprint("messages", __name__)
 
@@ -271,8 +272,10 @@ def message_show(message_id: int):
     if wants_json():
         return jsonify(message.to_json(text))
     # A fragment asked for by URL is a poll-swap target: it keeps polling while active.
-    return render_message(message, text, live="poll",
-                          readonly=not is_owner(message.thread))
+    html = render_message(message, text, live="poll", readonly=not is_owner(message.thread))
+    if message.role == "assistant":  # and the thread's running total with it
+        html += render_thread_cost(message.thread, oob=True)
+    return html
 
 
 @bp.post("/messages/<id:message_id>/cancel")

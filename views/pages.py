@@ -24,6 +24,7 @@ from . import IdConverter, is_htmx, wants_json
 from .access import current_owner, grant_share, is_owner, owned_thread, readable_thread
 from .fragments import follow_mode, live_mode
 from .limits import limiter, posting_limit
+from .usage import totals_of
 
 bp = Blueprint("pages", __name__)
 
@@ -176,15 +177,16 @@ def render_thread(thread: Thread, *, readonly: bool):
     messages, has_more = message_page(thread, tree=tree)
     texts = message_texts(messages)
     versions = versions_of(tree, messages)
+    totals = totals_of(thread)
     if wants_json():
         return jsonify(thread=thread_json(thread), messages=[
             m.to_json(texts[m.id], siblings=versions[m.id]) for m in messages],
-            has_more=has_more)
+            has_more=has_more, usage=totals.to_json())
     mode = follow_mode()
     template = "_thread.html" if is_htmx() else "thread.html"
     return render_template(template, thread=thread, messages=messages, texts=texts,
                            versions=versions, has_more=has_more, readonly=readonly, follow=mode,
-                           live=live_mode(mode, owner=not readonly),
+                           live=live_mode(mode, owner=not readonly), totals=totals,
                            # A path: the ws extension picks ws: or wss: from the page's scheme.
                            ws_url=urlsplit(url_for("sockets.thread_socket",
                                                    thread_id=thread.id)).path,

@@ -13,6 +13,7 @@ from streaming.hub import Event
 from .access import is_owner, readable_thread
 from .fragments import render_message, render_new_messages_oob, render_path_oob
 from .pages import engine, message_page, message_texts, versions_of
+from .usage import render_thread_cost
 
 sock = Sock()
 bp = Blueprint("sockets", __name__)
@@ -53,7 +54,8 @@ def _state_frame(thread: Thread, readonly: bool) -> str:
     path = tree.path() + compared_replies(db.session, tree.leaf)  # what the page shows
     parts = [render_template("_live_status.html", state="live"),
              # The title may have changed while this tab was not listening.
-             render_template("_thread_title.html", thread=thread, oob=True)]
+             render_template("_thread_title.html", thread=thread, oob=True),
+             render_thread_cost(thread, oob=True)]
     if len(tree.path()) != len(tree.parents):
         # A thread with versions: another may have been chosen while this tab was away
         # (the page keeps its list when it shows this path already).
@@ -148,6 +150,8 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         if message is not None and message.thread_id == thread.id:
             parts.append(_fragment(message, readonly, versions=versions_of(tree, [message]),
                                    csrf_token=_no_token))
+    if changed or created:  # the running total: from the estimate while a reply is written
+        parts.append(render_thread_cost(thread, oob=True))
     return "\n".join(parts)
 
 
