@@ -20,6 +20,7 @@ class ClaimedReply(NamedTuple):
     role: str
     content: str
     model: str | None
+    usage: dict | None  # a continued reply's earlier calls
 
 
 def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
@@ -56,5 +57,5 @@ def _claim_statements():
              .where(messages.c.id == bindparam("claimed"), messages.c.status == PENDING)
              .values(status=STREAMING, heartbeat_at=bindparam("now")))
     columns = (messages.c.id, messages.c.thread_id, messages.c.parent_id, messages.c.role,
-               messages.c.content, messages.c.model)
+               messages.c.content, messages.c.model, messages.c.usage)
     return claim, columns
