@@ -91,6 +91,11 @@ class AnthropicProvider:
                         if text:
                             got_text = True
                             yield Chunk(text=text)
+                    elif event.delta.type == "thinking_delta":
+                        thought = getattr(event.delta, "thinking", None)
+                        if thought:
+                            got_text = True
+                            yield Chunk(reasoning=thought)
                 elif kind == "message_start":
                     prompt_tokens = _input_tokens(event.message.usage, prompt_tokens)
                     completion_tokens = event.message.usage.output_tokens or 0

@@ -14,6 +14,7 @@ import openai
 
 from . import chat_sse, reasons
 from .base import Chunk, ProviderError, continuation_request
+from .tool_calls import ToolCallAssembler
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class OpenAICompatProvider:
     """Streams replies from an OpenAI-compatible server; every failure surfaces as ProviderError."""
 
     name = "openai"
+    supports_tools = True
     settings_hint = "CHAT_MODEL and OPENAI_BASE_URL"  # what to check when the model is unknown
 
     def __init__(self, *, base_url: str | None, api_key: str | None, model: str,
@@ -72,21 +74,25 @@ class OpenAICompatProvider:
         """Release the connection pool; later calls to stream() fail."""
         self._client.close()
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict[str, Any]],
+               tools: list[dict[str, Any]] | None = None) -> Iterator[Chunk]:
         """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies.
 
         The SDK builds and sends the request (auth, base URL, timeouts, error statuses);
         the reply's events are read from the raw response by `chat_sse`, which skips the
         SDK's per-request payload transformation and its typed object per chunk.
         """
-        body = {"model": self.model,
-                "messages": [{"role": m["role"], "content": m["content"]}
-                             for m in continuation_request(messages)],
-                "stream": True, "stream_options": {"include_usage": True}}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in continuation_request(messages)],
+            "stream": True, "stream_options": {"include_usage": True}}
+        if tools:
+            body["tools"] = tools
         response: httpx2.Response | None = None
         got_text = False
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
+        calls = ToolCallAssembler()
         try:
             response = self._client.post("/chat/completions", body=body,
                                          cast_to=httpx2.Response, stream=True)
@@ -100,12 +106,25 @@ class OpenAICompatProvider:
                     if choice.get("index") not in (0, None):
                         continue
                     delta = choice.get("delta")
-                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if not isinstance(delta, dict):
+                        delta = {}
+                    text = delta.get("content")
                     if text:
                         if not isinstance(text, str):
                             raise ValueError("delta content is not text")
                         got_text = True
                         yield Chunk(text=text)
+                    else:
+                        # vLLM and DeepSeek say `reasoning_content`; Ollama and OpenRouter
+                        # `reasoning`.
+                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        if thought:
+                            if not isinstance(thought, str):
+                                raise ValueError("delta reasoning is not text")
+                            got_text = True
+                            yield Chunk(reasoning=thought)
+                    if "tool_calls" in delta and delta["tool_calls"]:
+                        calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
             _drain(raw)
@@ -138,7 +157,7 @@ class OpenAICompatProvider:
             raise self._fail(None, ProviderError(
                 "The model's reply was cut off (the stream ended without a finish reason).",
                 retryable=True))
-        yield Chunk(finish_reason=finish_reason, usage=usage)
+        yield Chunk(finish_reason=finish_reason, usage=usage, tool_calls=calls.calls())
 
     def check(self, timeout: float = 2.0) -> str | None:
         """Whether the server answers: None when `GET <base>/models` does, a short human
@@ -199,6 +218,16 @@ def _drain(raw: Iterator[bytes]) -> None:
     with gevent.Timeout(DRAIN_TIMEOUT_S, False):
         for _ in raw:
             pass
+
+
+def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A history message as the Chat Completions API takes it (tool turns included)."""
+    wire = {"role": message["role"], "content": message["content"]}
+    if message.get("tool_calls"):
+        wire["tool_calls"] = message["tool_calls"]
+    if message["role"] == "tool":
+        wire["tool_call_id"] = message["tool_call_id"]
+    return wire
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:

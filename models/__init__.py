@@ -96,6 +96,11 @@ class Message(db.Model):
     error: Mapped[str | None] = mapped_column(String(500))
     model: Mapped[str | None] = mapped_column(String(200))
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The model's thinking (None: it showed none), and the tool steps it took, each
+    # {name, arguments, result, status}; both written as they stream, like the text.
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    reasoning_ms: Mapped[int | None] = mapped_column()
     ttft_ms: Mapped[int | None] = mapped_column()
     duration_ms: Mapped[int | None] = mapped_column()
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
@@ -115,7 +120,10 @@ class Message(db.Model):
 
     @property
     def timings(self) -> dict[str, int | None]:
-        return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+        timings = {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+        if self.reasoning_ms is not None:
+            timings["reasoning_ms"] = self.reasoning_ms
+        return timings
 
     def to_json(self, text: str | None = None, *,
                 siblings: list[int] | None = None) -> dict[str, Any]:
@@ -139,6 +147,8 @@ class Message(db.Model):
             "error": self.error,
             "model": self.model,
             "usage": self.usage,
+            "reasoning": self.reasoning or None,
+            "steps": self.steps or [],
             "timings": self.timings,
             "created_at": self.created_at.isoformat() + "Z",
         }

@@ -34,7 +34,7 @@ class IdConverter(BaseConverter):
 
 def register_blueprints(app: Flask) -> None:
     from . import api, messages, pages, search, sockets, stream, threads, versions
-    from .fragments import STATUS_LABELS
+    from .fragments import STATUS_LABELS, STEP_LABELS, reply_cursor, reply_stage
     from .markdown import render_markdown
     from .timefmt import time_ago
 
@@ -45,7 +45,10 @@ def register_blueprints(app: Flask) -> None:
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
                                    "model_choices": app.extensions["relay"].models.choices,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
-                                   "status_labels": STATUS_LABELS})
+                                   "status_labels": STATUS_LABELS,
+                                   "step_labels": STEP_LABELS,
+                                   "reply_cursor": reply_cursor,
+                                   "reply_stage": reply_stage})
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)
     app.register_blueprint(stream.bp)

@@ -4,12 +4,34 @@ from __future__ import annotations
 
 from flask import current_app, render_template, request
 
-from models import Message, Thread, db
+from models import PENDING, STREAMING, Message, Thread, db
 from models.tree import sibling_ids
+from streaming.parts import RUNNING, cursor_of
 
 FOLLOW_MODES = ("auto", "ws", "poll")
 STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
                  "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
+
+
+STEP_LABELS = {"ok": "done", "error": "failed", "aborted": "stopped", RUNNING: "running"}
+
+
+def reply_cursor(message: Message, text: str) -> str:
+    """The stream cursor of a rendering that shows `text` and the row's reasoning and steps."""
+    return str(cursor_of(text, message.reasoning, message.steps))
+
+
+def reply_stage(message: Message, text: str) -> str | None:
+    """What an active reply is doing now, from its persisted state: calling a tool, thinking,
+    writing (None: not active, or nothing more specific than its status)."""
+    if message.status not in (PENDING, STREAMING):
+        return None
+    steps = message.steps or ()
+    if steps and steps[-1].get("status") == RUNNING:
+        return f"calling {steps[-1].get('name') or 'a tool'}…"
+    if message.status == STREAMING and message.reasoning and not text:
+        return "thinking"
+    return None
 
 
 def follow_mode() -> str:
