@@ -93,6 +93,7 @@ class Generation:
         self.step_events = step_event_count(self.steps)
         self.reasoning_ms = reasoning_ms
         self._thinking_since: float | None = None
+        self._reasoning_break = False
         self.persisted_reasoning_end = len(reasoning)
         self.persisted_step_events = self.step_events
 
@@ -162,6 +163,10 @@ class Generation:
             return
         if self._thinking_since is None:
             self._thinking_since = self.clock()
+        if self._reasoning_break:  # thinking again after a tool step: a new paragraph
+            self._reasoning_break = False
+            if self.reasoning and not self.reasoning.endswith("\n"):
+                piece = "\n\n" + piece
         self.reasoning += piece
         self._notify()
 
@@ -175,6 +180,7 @@ class Generation:
     def start_step(self, name: str, arguments: str) -> int:
         """A tool call begins (an event); its index."""
         self.stop_thinking()
+        self._reasoning_break = True
         self.steps.append({"name": name, "arguments": arguments, "result": None,
                            "status": RUNNING})
         self.step_events += 1
