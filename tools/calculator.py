@@ -51,6 +51,8 @@ def calculate(expression: str) -> int | float:
         raise CalculatorError("The result is too large.")
     if isinstance(value, complex):
         raise CalculatorError("The result is not a real number.")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CalculatorError("The result is too large.")
     return value
 
 
