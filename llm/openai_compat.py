@@ -94,8 +94,17 @@ class OpenAICompatProvider:
         usage: dict[str, Any] | None = None
         calls = ToolCallAssembler()
         try:
-            response = self._client.post("/chat/completions", body=body,
-                                         cast_to=httpx2.Response, stream=True)
+            try:
+                response = self._client.post("/chat/completions", body=body,
+                                             cast_to=httpx2.Response, stream=True)
+            except openai.APIStatusError as err:
+                if not (tools and err.status_code in (400, 422) and _about_tools(err)):
+                    raise
+                # A server (or model) that cannot call tools: the same request without them.
+                log.info("model %s refused tools; asking again without them", self.model)
+                del body["tools"]
+                response = self._client.post("/chat/completions", body=body,
+                                             cast_to=httpx2.Response, stream=True)
             raw = response.iter_bytes()
             for event in chat_sse.chunks(raw):
                 if event.get("usage") is not None:
@@ -218,6 +227,12 @@ def _drain(raw: Iterator[bytes]) -> None:
     with gevent.Timeout(DRAIN_TIMEOUT_S, False):
         for _ in raw:
             pass
+
+
+def _about_tools(err: openai.APIStatusError) -> bool:
+    body = err.body
+    message = body.get("message") if isinstance(body, dict) else body
+    return "tool" in str(message or err.message).lower()
 
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:

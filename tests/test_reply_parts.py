@@ -244,3 +244,22 @@ def test_demo_model_without_the_calculator_answers_as_always():
         [{"role": "user", "content": "calculate 1+1"}]))
     assert "".join(c.text for c in chunks) == demo_reply("calculate 1+1")
     assert not any(c.reasoning or c.tool_calls for c in chunks)
+
+
+def test_a_server_that_refuses_tools_is_asked_again_without_them(fake, provider):
+    fake.enqueue(Reply(tokens=[], status=400,
+                       error_message="registry.ollama.ai/library/x does not support tools"),
+                 Reply.words("Answered without tools."))
+    chunks = list(provider.stream([{"role": "user", "content": "Q"}], tools=TOOLS.schemas()))
+    assert "".join(c.text for c in chunks) == "Answered without tools."
+    refused, asked_again = fake.requests[-2:]
+    assert "tools" in refused.body and "tools" not in asked_again.body
+
+
+def test_other_bad_requests_still_fail_with_their_reason(fake, provider):
+    from llm import ProviderError
+
+    fake.enqueue(Reply(tokens=[], status=400, error_message="context length exceeded"))
+    with pytest.raises(ProviderError):
+        list(provider.stream([{"role": "user", "content": "Q"}], tools=TOOLS.schemas()))
+    assert "tools" in fake.requests[-1].body
