@@ -100,3 +100,30 @@ def test_stage_is_connecting_while_the_model_has_said_nothing_yet(app, client, t
     store(app, reply, content="Now writing")
     html = client.get(f"/messages/{reply}", headers={"HX-Request": "true"}).text
     assert re.search(r'class="message-status[^"]*">writing</span>', html)
+
+
+def test_reasoning_and_steps_survive_export_and_import(app, client, token, thread_id):
+    import json
+
+    reply = send(client, token, thread_id)["assistant_message"]["id"]
+    store(app, reply, status="complete", content="done", reasoning="why", reasoning_ms=12,
+          steps=[STEPS[0], {**STEPS[1], "status": "running"}])
+    export = json.loads(client.get(f"/threads/{thread_id}/export?format=json").data)
+    record = export["messages"][1]
+    assert record["reasoning"] == "why" and record["timings"]["reasoning_ms"] == 12
+    answer = client.post("/threads/import", json=export,
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 201, answer.text
+    again = json.loads(client.get(
+        f"/threads/{answer.json['thread']['id']}/export?format=json").data)["messages"][1]
+    assert again["reasoning"] == "why" and again["timings"]["reasoning_ms"] == 12
+    # Nothing runs in an imported thread: a step that was running is stopped.
+    assert again["steps"] == [STEPS[0], {**STEPS[1], "status": "aborted"}]
+
+
+def test_an_import_with_malformed_steps_is_a_400(app, client, token):
+    body = {"format": "relay.thread", "version": 1, "thread": {"title": "T"},
+            "messages": [{"id": 1, "role": "assistant", "content": "x",
+                          "steps": [{"name": "calculator", "status": "ok"}]}]}
+    answer = client.post("/threads/import", json=body, headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400 and "'steps'" in answer.json["message"]
