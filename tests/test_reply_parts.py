@@ -263,3 +263,61 @@ def test_other_bad_requests_still_fail_with_their_reason(fake, provider):
     with pytest.raises(ProviderError):
         list(provider.stream([{"role": "user", "content": "Q"}], tools=TOOLS.schemas()))
     assert "tools" in fake.requests[-1].body
+
+
+# -- Anthropic: thinking blocks and tool_use --------------------------------------------------
+@pytest.fixture(scope="module")
+def claude() -> Iterator:
+    from bench.fake_anthropic import FakeAnthropic
+    from llm import AnthropicProvider
+
+    with FakeAnthropic(api_key="sk-ant-test") as server:
+        provider = AnthropicProvider(api_key="sk-ant-test", model="claude-fake",
+                                     base_url=server.url, read_timeout=PATIENCE_S)
+        yield server, provider
+        provider.close()
+
+
+def test_anthropic_thinking_blocks_are_reasoning(claude):
+    server, provider = claude
+    server.enqueue(Reply.thinking("Weigh <this> & that.", "Answer."))
+    chunks = list(provider.stream([{"role": "user", "content": "Q"}]))
+    assert "".join(c.reasoning for c in chunks) == "Weigh <this> & that."
+    assert "".join(c.text for c in chunks) == "Answer."
+
+
+def test_anthropic_tool_use_blocks_are_tool_calls_and_results_go_back_as_blocks(claude):
+    server, provider = claude
+    server.enqueue(Reply.calling([("calculator", '{"expression": "6*7"}'),
+                                  ("current_time", "")], pieces=4, text="Let me check."))
+    chunks = list(provider.stream([{"role": "user", "content": "Q"}], tools=TOOLS.schemas()))
+    assert "".join(c.text for c in chunks) == "Let me check."
+    assert chunks[-1].finish_reason == "tool_calls"
+    assert chunks[-1].tool_calls == (
+        ToolCall("call_0_calculator", "calculator", '{"expression": "6*7"}'),
+        ToolCall("call_1_current_time", "current_time", "{}"))
+    assert server.requests[-1].body["tools"][0] == {
+        "name": "calculator", "description": TOOLS.tools["calculator"].description,
+        "input_schema": TOOLS.tools["calculator"].parameters}
+
+    # The generation's next turn, in the OpenAI shape, becomes tool_use / tool_result blocks.
+    server.enqueue(Reply.words("It is 42."))
+    history = [{"role": "user", "content": "Q"},
+               {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                   {"id": "t1", "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'}},
+                   {"id": "t2", "type": "function",
+                    "function": {"name": "current_time", "arguments": "{bad"}}]},
+               {"role": "tool", "tool_call_id": "t1", "content": "42"},
+               {"role": "tool", "tool_call_id": "t2", "content": "Error: bad arguments"}]
+    chunks = list(provider.stream(history, tools=TOOLS.schemas()))
+    assert "".join(c.text for c in chunks) == "It is 42."
+    sent = server.requests[-1].body["messages"]
+    assert sent[1] == {"role": "assistant", "content": [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": "t1", "name": "calculator", "input": {"expression": "6*7"}},
+        {"type": "tool_use", "id": "t2", "name": "current_time", "input": {}}]}
+    assert sent[2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": "42", "is_error": False},
+        {"type": "tool_result", "tool_use_id": "t2", "content": "Error: bad arguments",
+         "is_error": True}]}
