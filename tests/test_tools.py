@@ -192,3 +192,26 @@ def test_step_events_are_a_start_and_an_end_per_step():
     with pytest.raises(IndexError):
         step_event(steps, 3)
     json.dumps(step_event(steps, 1))  # what the stream sends
+
+
+def test_search_threads_finds_only_the_owners_own_threads(app):
+    from models import Message, Thread, db
+
+    with app.app_context():
+        mine = Thread(owner="me", title="Zebra facts")
+        theirs = Thread(owner="someone else", title="Zebra secrets")
+        db.session.add_all([mine, theirs])
+        db.session.flush()
+        db.session.add_all([Message(thread_id=mine.id, role="user", content="stripes galore"),
+                            Message(thread_id=theirs.id, role="user", content="stripes too")])
+        db.session.commit()
+        sessions = app.extensions["relay"].session
+        run = BUILTIN_TOOLS["search_threads"].run
+        found = run({"query": "stripes"}, ToolContext(owner="me", thread_id=mine.id,
+                                                      session_factory=sessions))
+        assert "Zebra facts" in found and "stripes" in found and "secrets" not in found
+        assert run({"query": "nothing matches this"},
+                   ToolContext(owner="me", thread_id=mine.id, session_factory=sessions)) == \
+            "No threads match."
+        with pytest.raises(ToolFailed):
+            run({"query": " "}, CONTEXT)
