@@ -36,8 +36,12 @@ def terminal(client: RelayClient, message_id: int, timeout: float = 30.0) -> dic
                     ("pending", "streaming") and m, timeout)
 
 
-@pytest.fixture(scope="module")
-def two_workers(server_factory):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def two_workers(request, server_factory):
+    """Two workers: a reconnect may land on the one that does not generate the reply, and
+    read it from the database (PostgreSQL: its hub is LISTEN/NOTIFY)."""
+    if request.param == "postgresql":
+        return server_factory(request.getfixturevalue("postgres_url"), workers=2)
     return server_factory(workers=2)
 
 
@@ -46,13 +50,14 @@ def test_two_step_tool_reply_is_exact_after_20_reconnects_at_random_points(two_w
     browser = RelayClient(two_workers.base_url).open()
     prompt = upstream.script(
         Reply.calling([("calculator", '{"expression": "2+3*4"}')], pieces=6,
-                      reasoning=REASONING, token_delay_s=0.01),
+                      reasoning=REASONING, token_delay_s=0.02),
         Reply.calling([("calculator", '{"expression": "(7-2)**3"}'), ("current_time", "{}")],
                       pieces=3, interleave=True, reasoning="Two more things to look up.",
-                      text="Partial answer first. ", token_delay_s=0.01),
-        Reply.thinking("Now I can answer.", LONG_TEXT, field="reasoning", token_delay_s=0.01))
+                      text="Partial answer first. ", token_delay_s=0.02),
+        Reply.thinking("Now I can answer.", LONG_TEXT, field="reasoning", token_delay_s=0.02))
     sent = browser.send(browser.new_thread(), prompt)
-    cuts = random.Random(12).choices([1, 2, 3], k=200)
+    # A reader on the other worker gets whole flushes per event: cut often.
+    cuts = random.Random(12).choices([1, 2, 3], weights=[4, 2, 1], k=200)
 
     parts, reconnects = read_parts_reconnecting(browser, sent["stream_url"], cuts)
 
