@@ -214,3 +214,15 @@ def test_stop_during_a_tool_call_ends_aborted_with_the_steps_kept(server_factory
     assert rest.end_event == "aborted"
     assert rest.final_steps() == stored["steps"]
     assert len(upstream.records_for(prompt)) == 2  # the model was not asked again
+
+    # Continue: the reply goes on from all its parts; the steps and reasoning stay.
+    answer = browser.post_json(f"/messages/{reply_id}/continue")
+    assert answer.status == 202
+    assert answer.json()["stream_url"].endswith(f"?after=0.{len('Now wait.')}.4")
+    more = read_parts(browser.stream(answer.json()["stream_url"]))
+    assert (more.text, more.reasoning, more.steps, more.end_event) == (
+        "never sent", "", [], "done")
+    stored = browser.message(reply_id)
+    assert stored["status"] == "complete" and stored["content"] == "never sent"
+    assert [s["status"] for s in stored["steps"]] == ["ok", "aborted"]
+    assert stored["reasoning"] == "Now wait."
