@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
 
+from .parts import RUNNING
 from .periodic import Periodic
 from .reader import persisted_text_after
 
@@ -59,6 +60,10 @@ class Sweeper:
                 if message is None or message.status != STREAMING:
                     continue
                 text = persisted_text_after(session, message, 0)
+                # A tool step its worker was running when it died ends with the reply.
+                steps = {"steps": [{**step, "status": "aborted"} if step.get("status") ==
+                                   RUNNING else step for step in message.steps]} \
+                    if message.steps else {}
                 # Only if still stale: a live writer's flush refreshes the heartbeat in the
                 # same transaction as its deltas, so it can never lose text to us.
                 result = session.execute(
@@ -66,7 +71,7 @@ class Sweeper:
                     .where(Message.id == message_id, Message.status == STREAMING,
                            Message.heartbeat_at < cutoff)
                     .values(status=INTERRUPTED, content=text, error=INTERRUPTED_REASON,
-                            cancel_requested=False))
+                            cancel_requested=False, **steps))
                 if result.rowcount != 1:
                     continue
                 session.execute(delete(StreamDelta).where(StreamDelta.message_id == message_id))
