@@ -124,10 +124,6 @@ class Generation:
         return "".join(out)
 
     @property
-    def reasoning_end(self) -> int:
-        return len(self.reasoning)
-
-    @property
     def has_parts(self) -> bool:
         """Whether the reply has more than text (its cursor is then compound)."""
         return bool(self.reasoning) or self.step_events > 0

@@ -161,7 +161,7 @@ class DeltaWriter:
             if cut:
                 flushes.append((gen, gen.persisted_end + cut, pending[:cut]))
             elif now - gen.last_heartbeat_at >= self.heartbeat_s and \
-                    not any(g is gen for g, _, _ in parts):
+                    not (parts and parts[-1][0] is gen):
                 heartbeats.append(gen)
         # A stop asked for in another worker arrives through the database: every tick looks,
         # so it lands within one throttle period even while the model is silent.
@@ -183,11 +183,13 @@ class DeltaWriter:
                     session.execute(insert(StreamDelta), [
                         {"message_id": g.message_id, "start": g.persisted_end, "end": end,
                          "text": text} for g, end, text in flushes])
-                for gen, values, _ in parts:
+                for gen, values, _ in parts:  # their heartbeat too
                     session.execute(update(Message).where(Message.id == gen.message_id)
                                     .values(heartbeat_at=wall, **values))
                 beating = [g.message_id for g, _, _ in flushes] + [g.message_id for g in heartbeats]
-                beating = [m for m in beating if not any(g.message_id == m for g, _, _ in parts)]
+                if parts:
+                    with_parts = {g.message_id for g, _, _ in parts}
+                    beating = [m for m in beating if m not in with_parts]
                 if beating:
                     session.execute(update(Message).where(Message.id.in_(beating))
                                     .values(heartbeat_at=wall))
