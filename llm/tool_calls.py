@@ -14,8 +14,8 @@ class ToolCallAssembler:
     """Collects `delta.tool_calls` fragments by their `index` and yields whole calls.
 
     A call's first fragment usually holds its id and name, later ones pieces of the JSON
-    arguments; several calls of one turn interleave by index. A server that leaves out
-    `index` sends each call whole, or continues the last one when no id is given.
+    arguments; several calls of one turn interleave by index. Without `index`, a fragment
+    belongs to the call with its id, or (no id) to the last call.
     """
 
     def __init__(self) -> None:
@@ -33,10 +33,7 @@ class ToolCallAssembler:
                 raise ValueError("a tool call fragment is not an object")
             index = fragment.get("index")
             if not isinstance(index, int) or isinstance(index, bool):
-                if fragment.get("id") or not self._calls:
-                    index = len(self._calls)
-                else:
-                    index = max(self._calls)
+                index = self._index_by_id(fragment.get("id"))
             call = self._calls.get(index)
             if call is None:
                 if len(self._calls) >= MAX_CALLS:
@@ -56,6 +53,16 @@ class ToolCallAssembler:
                 call["arguments"].append(arguments)
                 if sum(map(len, call["arguments"])) > MAX_ARGUMENT_CHARS:
                     raise ValueError("a tool call's arguments are too long")
+
+    def _index_by_id(self, call_id: Any) -> int:
+        """Where a fragment without `index` goes: the call with its id, a new call for a new
+        id, else the last call."""
+        if call_id:
+            for index, call in self._calls.items():
+                if call["id"] == str(call_id):
+                    return index
+            return max(self._calls, default=-1) + 1
+        return max(self._calls, default=0)
 
     def calls(self) -> tuple[ToolCall, ...]:
         """The calls assembled so far, in index order; each gets an id when it had none."""

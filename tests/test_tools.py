@@ -96,6 +96,16 @@ def test_calls_without_index_or_id_still_assemble():
                              ToolCall("x2", "current_time", "{}"))
 
 
+def test_calls_without_index_that_repeat_their_id_stay_one_call():
+    calls = ToolCallAssembler()
+    calls.add([{"id": "a", "function": {"name": "calculator", "arguments": "{\"expression"}}])
+    calls.add([{"id": "a", "function": {"arguments": "\": \"2\"}"}}])
+    calls.add([{"id": "b", "function": {"name": "current_time", "arguments": "{}"}}])
+    calls.add([{"id": "a", "function": {"arguments": ""}}])
+    assert calls.calls() == (ToolCall("a", "calculator", '{"expression": "2"}'),
+                             ToolCall("b", "current_time", "{}"))
+
+
 @pytest.mark.parametrize("fragments", ["nope", [1], [{"index": 0, "function": "x"}]])
 def test_a_tool_call_of_the_wrong_shape_is_a_malformed_reply(fragments):
     with pytest.raises(ValueError):
