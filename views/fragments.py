@@ -9,7 +9,7 @@ from models.tree import sibling_ids
 from streaming.parts import RUNNING, cursor_of
 
 FOLLOW_MODES = ("auto", "ws", "poll")
-STATUS_LABELS = {"pending": "connecting", "streaming": "writing", "complete": "done",
+STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
                  "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
 
 
@@ -22,16 +22,15 @@ def reply_cursor(message: Message, text: str) -> str:
 
 
 def reply_stage(message: Message, text: str) -> str | None:
-    """What an active reply is doing now, from its persisted state: waiting for the model
-    (connecting), thinking, calling a tool (None: writing, or not active)."""
+    """What an active reply is doing now, from its persisted state: calling a tool, or
+    thinking before its first words (None: what its status says, or not active)."""
     if message.status not in (PENDING, STREAMING):
         return None
     steps = message.steps or ()
     if steps and steps[-1].get("status") == RUNNING:
         return f"calling {steps[-1].get('name') or 'a tool'}…"
     if message.status == STREAMING and not text:
-        # Thinking, or waiting for the model's first words (again, after a tool step).
-        return "thinking" if message.reasoning and not steps else "connecting"
+        return "thinking"  # its reasoning, or the wait for its first words (after a tool too)
     return None
 
 

@@ -247,7 +247,7 @@
       }
       result.textContent = step.result != null ? step.result : (STEP_RESULTS[step.status] || step.status);
     }
-    setStage(article, running ? "calling " + step.name + "…" : "connecting"); // the model again
+    setStage(article, running ? "calling " + step.name + "…" : "thinking"); // the model again
   }
 
   // The reply's end waits until the text received before it has been shown (at most

@@ -1,4 +1,4 @@
-// Relay's page chrome: theme, phone drawer, copy buttons, jump to latest,
+// Relay's page chrome: theme, phone drawer, copy buttons, jump to latest, reply status,
 // relative times. Small and framework-free; relay.js owns streaming and the composer.
 (function () {
   "use strict";
@@ -142,6 +142,16 @@
       el.title = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
     });
   }
+
+  // -- one status per reply: connecting until its stream opens, then thinking ---------------
+  document.addEventListener("htmx:sseOpen", function (evt) {
+    var article = evt.target.closest && evt.target.closest("article.message");
+    var label = article && article.querySelector(".message-status");
+    if (label && article.getAttribute("data-status") === "pending" &&
+        label.textContent.trim() === "connecting") {
+      label.textContent = "thinking";
+    }
+  });
 
   // -- jump to latest -----------------------------------------------------------------------
   var jump = null;
