@@ -128,6 +128,14 @@ class Config:
     MAX_IMPORT_BYTES = _int("MAX_IMPORT_BYTES", 8 * 1024 * 1024)
     RATE_LIMIT = _env("RATE_LIMIT", "30/minute")
 
+    # Tools the model may call (tools/): unset = every built-in (calculator, current_time,
+    # search_threads); empty or "none" = no tools (for a server that refuses `tools`); else
+    # a comma list. TOOL_MODULES: more tools, from modules that define `TOOLS`.
+    TOOLS = os.environ.get("TOOLS")
+    TOOL_MODULES = _env("TOOL_MODULES")
+    MAX_TOOL_STEPS = _int("MAX_TOOL_STEPS", 5)  # rounds of tool calls in one reply
+    TOOL_TIMEOUT_S = _float("TOOL_TIMEOUT_S", 10.0)  # one call, then a failed step
+
     SESSION_COOKIE_NAME = "relay_session"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"

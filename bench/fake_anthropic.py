@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -138,8 +139,9 @@ class _MessagesHandler(_Handler):
         if not self._pause(reply.first_token_delay_s):
             self._client_gone(record)
             return
+        text = "".join(t for t in reply.tokens if isinstance(t, str))
         payload = {**_message(record, body, reply.finish_reason),
-                   "content": [{"type": "text", "text": "".join(reply.tokens)}],
+                   "content": [{"type": "text", "text": text}],
                    "usage": {"input_tokens": _input_tokens(body),
                              "output_tokens": len(reply.tokens)}}
         if self._send_json(200, payload, {"request-id": f"req_fake{record.id}"}):
@@ -165,15 +167,18 @@ class _MessagesHandler(_Handler):
                  "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0,
                            "cache_read_input_tokens": 0, "output_tokens": 1,
                            "service_tier": "standard"}}
-        opening = (_event("message_start", {"type": "message_start", "message": start})
-                   + _event("content_block_start", {"type": "content_block_start", "index": 0,
-                                                    "content_block": {"type": "text",
-                                                                      "text": ""}})
-                   + _event("ping", {"type": "ping"}))
+        tokens = reply.tokens
+        # Content blocks one after another: text, thinking (reasoning tokens) and tool_use
+        # (tool-call tokens, as the OpenAI fake scripts them; calls are not interleaved).
+        block: _Block | None = None
+        opening = _event("message_start", {"type": "message_start", "message": start})
+        if not tokens or isinstance(tokens[0], str):
+            block = _Block(0, "text")
+            opening += block.start()
+        opening += _event("ping", {"type": "ping"})
         if not self._write(frame(opening)):
             self._client_gone(record)
             return
-        tokens = reply.tokens
         for i in range(len(tokens) + 1):
             stop_here = i == reply.drop_after or i == reply.error_after
             if i == len(tokens) and not stop_here:
@@ -192,15 +197,24 @@ class _MessagesHandler(_Handler):
                 else:
                     self._client_gone(record)
                 return
-            delta = {"type": "content_block_delta", "index": 0,
-                     "delta": {"type": "text_delta", "text": tokens[i]}}
-            if not self._write(frame(_event("content_block_delta", delta))):
+            kind, head, delta = _part(tokens[i])
+            events = b""
+            if block is None or block.kind != kind or head is not None:
+                if block is not None:
+                    events += block.stop()
+                block = _Block(0 if block is None else block.index + 1, kind, head)
+                events += block.start()
+            if delta is not None:
+                events += _event("content_block_delta", {"type": "content_block_delta",
+                                                         "index": block.index, "delta": delta})
+            # (An empty chunk would end the chunked body: a token with nothing to send waits.)
+            if events and not self._write(frame(events)):
                 self._client_gone(record)
                 return
             self.fake._token_sent(record, time.monotonic())
 
         # One write for the tail, as the real API's last events arrive together.
-        tail = _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+        tail = (block or _Block(0, "text")).stop()
         if reply.finish_reason is not None:
             usage = {"output_tokens": (reply.usage or {}).get("completion_tokens",
                                                               record.tokens_sent)}
@@ -223,6 +237,44 @@ class _MessagesHandler(_Handler):
                 "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
                 "request_id": "req_fake_error"}
         return self._send_json(status, body, headers)
+
+
+@dataclass
+class _Block:
+    """The content block being streamed: its index, kind, and (tool_use) id and name."""
+
+    index: int
+    kind: str
+    head: dict[str, Any] | None = None
+
+    def start(self) -> bytes:
+        if self.kind == "tool_use":
+            block = {"type": "tool_use", **(self.head or {}), "input": {}}
+        elif self.kind == "thinking":
+            block = {"type": "thinking", "thinking": ""}
+        else:
+            block = {"type": "text", "text": ""}
+        return _event("content_block_start", {"type": "content_block_start",
+                                              "index": self.index, "content_block": block})
+
+    def stop(self) -> bytes:
+        return _event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+
+
+def _part(token: str | dict[str, Any]) -> tuple[str, dict[str, Any] | None, dict | None]:
+    """A scripted token as (block kind, a new tool_use block's id and name, the delta)."""
+    if isinstance(token, str):
+        return "text", None, {"type": "text_delta", "text": token}
+    thought = token.get("reasoning_content") or token.get("reasoning")
+    if thought:
+        return "thinking", None, {"type": "thinking_delta", "thinking": thought}
+    fragment = (token.get("tool_calls") or [{}])[0]
+    function = fragment.get("function") or {}
+    head = {"id": fragment["id"], "name": function.get("name", "")} if fragment.get("id") \
+        else None
+    arguments = function.get("arguments")
+    delta = {"type": "input_json_delta", "partial_json": arguments} if arguments else None
+    return "tool_use", head, delta
 
 
 def _event(name: str, data: dict[str, Any]) -> bytes:

@@ -36,9 +36,13 @@ _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, T
 
 @dataclass
 class Reply:
-    """One scripted answer: the tokens to stream, their pace, and how the reply should end."""
+    """One scripted answer: the tokens to stream, their pace, and how the reply should end.
 
-    tokens: list[str]
+    A token is answer text, or a dict sent as the chunk's whole `delta` (reasoning, tool
+    call fragments: see `thinking` and `calling`).
+    """
+
+    tokens: list[str | dict[str, Any]]
     token_delay_s: float = 0.0  # pause between two tokens
     first_token_delay_s: float = 0.0  # pause after the headers, before the first token
     finish_reason: str | None = "stop"  # None: no finish chunk at all (a cut-off stream)
@@ -54,6 +58,39 @@ class Reply:
     def words(cls, text: str, **kw: Any) -> Reply:
         """A Reply streaming `text` as word tokens (word + following whitespace), losslessly."""
         return cls(tokens=split_words(text), **kw)
+
+    @classmethod
+    def thinking(cls, reasoning: str, text: str = "", *, field: str = "reasoning_content",
+                 **kw: Any) -> Reply:
+        """Reasoning deltas (`reasoning_content`, as vLLM and DeepSeek send it, or
+        `reasoning`, as Ollama does), word by word, then the answer's words."""
+        return cls(tokens=[{field: w} for w in split_words(reasoning)] + split_words(text),
+                   **kw)
+
+    @classmethod
+    def calling(cls, calls: list[tuple[str, str]], *, pieces: int = 4, reasoning: str = "",
+                text: str = "", interleave: bool = False, **kw: Any) -> Reply:
+        """A turn that ends calling tools: (name, arguments JSON text) each, the arguments
+        split across `pieces` chunks, the calls one after another or (`interleave`)
+        alternating chunk by chunk, as servers stream several calls of one turn."""
+        streams = []
+        for index, (name, arguments) in enumerate(calls):
+            size = max(1, -(-len(arguments) // max(1, pieces)))
+            parts = [arguments[i:i + size] for i in range(0, len(arguments), size)] or [""]
+            head = {"index": index, "id": f"call_{index}_{name}"[:40], "type": "function",
+                    "function": {"name": name, "arguments": ""}}
+            streams.append([head] + [{"index": index, "function": {"arguments": part}}
+                                     for part in parts])
+        if interleave:
+            fragments = [f for group in itertools.zip_longest(*streams) for f in group if f]
+        else:
+            fragments = [f for stream in streams for f in stream]
+        tokens: list[str | dict[str, Any]] = [{"reasoning_content": w}
+                                              for w in split_words(reasoning)]
+        tokens += split_words(text)
+        tokens += [{"tool_calls": [fragment]} for fragment in fragments]
+        kw.setdefault("finish_reason", "tool_calls")
+        return cls(tokens=tokens, **kw)
 
 
 def split_words(text: str) -> list[str]:
@@ -427,8 +464,12 @@ class _Handler(BaseHTTPRequestHandler):
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or m.get("role") not in _ROLES:
                 return f"Invalid value for 'messages[{i}].role'."
-            if not isinstance(m.get("content"), str | list):
+            content_optional = m.get("role") == "assistant" and m.get("tool_calls")
+            if not isinstance(m.get("content"), str | list) and not (
+                    content_optional and m.get("content") is None):
                 return f"Invalid type for 'messages[{i}].content'."
+            if m.get("role") == "tool" and not isinstance(m.get("tool_call_id"), str):
+                return f"Missing required parameter: 'messages[{i}].tool_call_id'."
         if "stream" in body and not isinstance(body["stream"], bool):
             return "'stream' must be a boolean."
         if body.get("stream_options") is not None and not body.get("stream"):
@@ -448,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._pause(reply.first_token_delay_s):
             self._client_gone(record)
             return
-        text = "".join(reply.tokens)
+        text = "".join(t for t in reply.tokens if isinstance(t, str))
         payload = {
             **_envelope(record, body, "chat.completion"),
             "choices": [{
@@ -515,7 +556,9 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._client_gone(record)
                 return
-            if not self._write(frame(event({"content": tokens[i]}))):
+            token = tokens[i]
+            delta = token if isinstance(token, dict) else {"content": token}
+            if not self._write(frame(event(delta))):
                 self._client_gone(record)
                 return
             self.fake._token_sent(record, time.monotonic())

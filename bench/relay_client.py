@@ -7,7 +7,7 @@ import json
 import re
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.sse_client import SSEConnection
@@ -138,4 +138,65 @@ def read_reconnecting(client: RelayClient, path: str, *, every: int = 2,
         received.append(part)
         if end_event is not None:
             return "".join(received), end_event, reconnects
+    raise RuntimeError(f"the reply did not end within {most} reconnects")
+
+
+@dataclass
+class ReplyParts:
+    """Everything a reply's stream carried: text, reasoning, step events, how it ended."""
+
+    text: str = ""
+    reasoning: str = ""
+    steps: list[dict] = field(default_factory=list)  # the step events, in order
+    end_event: str | None = None
+    last_id: str | None = None
+
+    def final_steps(self) -> list[dict]:
+        """Each step as its last event left it (the shape of Message JSON `steps`)."""
+        latest: dict[int, dict] = {}
+        for event in self.steps:
+            latest[event["index"]] = {k: event[k] for k in ("name", "arguments", "result",
+                                                            "status")}
+        return [latest[i] for i in sorted(latest)]
+
+
+def read_parts(connection: SSEConnection, parts: ReplyParts | None = None, *,
+               stop_after: int | None = None) -> ReplyParts:
+    """Add what the stream brings (`delta`, `reasoning`, `step`) to `parts` until its end,
+    or, with `stop_after`, disconnect after that many such events, like a closed tab."""
+    parts = parts or ReplyParts()
+    seen = 0
+    with connection:
+        for event in connection:
+            if event.event == "delta":
+                parts.text += decode_delta(event.data)
+            elif event.event == "reasoning":
+                parts.reasoning += decode_delta(event.data)
+            elif event.event == "step":
+                parts.steps.append(json.loads(event.data))
+            elif event.event in TERMINAL_EVENTS:
+                parts.end_event, parts.last_id = event.event, event.id
+                return parts
+            else:
+                continue
+            parts.last_id = event.id
+            seen += 1
+            if stop_after is not None and seen >= stop_after:
+                return parts
+    return parts
+
+
+def read_parts_reconnecting(client: RelayClient, path: str, cuts: list[int], *,
+                            most: int = 3000) -> tuple[ReplyParts, int]:
+    """Read every part of a reply, cut after `cuts[i]` events on connection i (then after
+    every 2) and resumed with `Last-Event-ID`: (the parts, reconnects)."""
+    parts = ReplyParts()
+    for reconnects in range(most):
+        every = cuts[reconnects] if reconnects < len(cuts) else 2
+        connection = client.stream(path, last_event_id=parts.last_id)
+        if connection.status != 200:
+            raise RuntimeError(f"the stream answered {connection.status}")
+        read_parts(connection, parts, stop_after=every)
+        if parts.end_event is not None:
+            return parts, reconnects
     raise RuntimeError(f"the reply did not end within {most} reconnects")

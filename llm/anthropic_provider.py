@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import ssl
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import gevent
 import httpx2
 
 from . import reasons
-from .base import Chunk, ProviderError
+from .base import Chunk, ProviderError, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class AnthropicProvider:
 
     name = "anthropic"
     continues_exactly = True
+    supports_tools = True
     settings_hint = "the model name in CHAT_MODELS and ANTHROPIC_BASE_URL"
 
     def __init__(self, *, api_key: str | None, model: str, base_url: str | None = None,
@@ -68,16 +70,24 @@ class AnthropicProvider:
         other.model, other.label = model, label or model
         return other
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
-        """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies."""
+    def stream(self, messages: list[dict[str, Any]],
+               tools: list[dict[str, Any]] | None = None) -> Iterator[Chunk]:
+        """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies.
+
+        `tools` (OpenAI function schemas) are offered as Anthropic tools; `tool_use` blocks
+        come back as the last Chunk's `tool_calls`, and thinking blocks as reasoning.
+        """
         system, turns, held_space = request_messages(messages)
         params: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens,
                                   "messages": turns, "stream": True}
         if system:
             params["system"] = system
+        if tools:
+            params["tools"] = [anthropic_tool(tool) for tool in tools]
         stream: anthropic.Stream | None = None
         got_text = False
         stop_reason: str | None = None
+        calls: dict[int, dict[str, Any]] = {}  # tool_use blocks by index
         prompt_tokens = completion_tokens = 0
         try:
             stream = self._client.messages.create(**params)
@@ -91,6 +101,17 @@ class AnthropicProvider:
                         if text:
                             got_text = True
                             yield Chunk(text=text)
+                    elif event.delta.type == "thinking_delta":
+                        thought = getattr(event.delta, "thinking", None)
+                        if thought:
+                            got_text = True
+                            yield Chunk(reasoning=thought)
+                    elif event.delta.type == "input_json_delta" and event.index in calls:
+                        calls[event.index]["input"].append(event.delta.partial_json or "")
+                elif kind == "content_block_start":
+                    block = event.content_block
+                    if block.type == "tool_use":
+                        calls[event.index] = {"id": block.id, "name": block.name, "input": []}
                 elif kind == "message_start":
                     prompt_tokens = _input_tokens(event.message.usage, prompt_tokens)
                     completion_tokens = event.message.usage.output_tokens or 0
@@ -134,7 +155,9 @@ class AnthropicProvider:
         yield Chunk(finish_reason=FINISH_REASONS.get(stop_reason, stop_reason),
                     usage={"prompt_tokens": prompt_tokens,
                            "completion_tokens": completion_tokens,
-                           "total_tokens": prompt_tokens + completion_tokens})
+                           "total_tokens": prompt_tokens + completion_tokens},
+                    tool_calls=tuple(ToolCall(c["id"], c["name"], "".join(c["input"]) or "{}")
+                                     for _, c in sorted(calls.items())))
 
     def check(self, timeout: float = 2.0) -> str | None:
         """Whether the API answers: None when `GET /v1/models` does (a 404 counts as up),
@@ -175,8 +198,47 @@ class AnthropicProvider:
         return error
 
 
-def request_messages(messages: list[dict[str, str]]
-                     ) -> tuple[str | None, list[dict[str, str]], str]:
+def anthropic_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI function schema as an Anthropic tool."""
+    function = tool["function"]
+    return {"name": function["name"], "description": function.get("description", ""),
+            "input_schema": function.get("parameters") or {"type": "object"}}
+
+
+def _blocks(message: dict[str, Any]) -> tuple[str, Any]:
+    """A history message's role and content for the Messages API: tool turns (the OpenAI
+    shape Relay keeps) become `tool_use` and `tool_result` blocks."""
+    role, content = message["role"], message.get("content")
+    if role == "tool":
+        return "user", [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                         "content": content or "",
+                         "is_error": (content or "").startswith("Error:")}]
+    if message.get("tool_calls"):
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if content else []
+        for call in message["tool_calls"]:
+            try:
+                arguments = json.loads(call["function"]["arguments"] or "{}")
+            except ValueError:
+                arguments = {}
+            blocks.append({"type": "tool_use", "id": call["id"],
+                           "name": call["function"]["name"],
+                           "input": arguments if isinstance(arguments, dict) else {}})
+        return role, blocks
+    return role, content
+
+
+def _joined(first: Any, second: Any) -> Any:
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}"
+    return _as_blocks(first) + _as_blocks(second)
+
+
+def _as_blocks(content: Any) -> list[dict[str, Any]]:
+    return content if isinstance(content, list) else [{"type": "text", "text": content}]
+
+
+def request_messages(messages: list[dict[str, Any]]
+                     ) -> tuple[str | None, list[dict[str, Any]], str]:
     """Relay's history as the Messages API wants it: (system, turns, held-back whitespace).
 
     System messages become the `system` parameter; turns alternate user/assistant (two in
@@ -186,17 +248,17 @@ def request_messages(messages: list[dict[str, str]]
     """
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system"
                          and m["content"])
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in messages:
-        role, content = m["role"], m["content"]
+        role, content = _blocks(m)
         if role == "system" or not content or (role == "assistant" and not turns):
             continue
         if turns and turns[-1]["role"] == role:
-            turns[-1] = {"role": role, "content": f"{turns[-1]['content']}\n\n{content}"}
+            turns[-1] = {"role": role, "content": _joined(turns[-1]["content"], content)}
         else:
             turns.append({"role": role, "content": content})
     held = ""
-    if turns and turns[-1]["role"] == "assistant":
+    if turns and turns[-1]["role"] == "assistant" and isinstance(turns[-1]["content"], str):
         partial = turns[-1]["content"]
         kept = partial.rstrip()
         held = partial[len(kept):]

@@ -8,8 +8,19 @@ from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function the model asked to run: `arguments` is its JSON text as the model wrote it
+    (possibly malformed: the tool step then fails and the model is told why)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Chunk:
-    """One step of a reply: new text, and on the last step the finish reason and/or usage."""
+    """One step of a reply: new text and/or reasoning, and on the last step the finish
+    reason, usage, and the tool calls the model asked for (already assembled)."""
 
     text: str = ""
     finish_reason: str | None = None
@@ -17,6 +28,8 @@ class Chunk:
     usage: dict[str, Any] | None = None
     # False on the last step of a reply the server would not stream (it came in one piece).
     streamed: bool = True
+    reasoning: str = ""  # the model's thinking, shown apart from the answer
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "
@@ -65,8 +78,14 @@ class Provider(Protocol):
     model: str
     label: str
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict[str, Any]]) -> Iterator[Chunk]:
         """Stream the model's reply to `messages` as Chunks; every failure is a ProviderError.
+
+        A provider that can call tools sets `supports_tools = True` and takes a keyword
+        `tools` (OpenAI function schemas); its last Chunk then carries the `tool_calls` the
+        model made, and `messages` may hold assistant messages with `tool_calls` and
+        `{"role": "tool", "tool_call_id", "content"}` results (the OpenAI shape).
+        Reasoning arrives as Chunks with non-empty `reasoning`.
 
         `messages` are {"role": "system" | "user" | "assistant", "content": str}, oldest
         first. When the last one is an assistant message, it is a reply that stopped part

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from .base import Chunk
+from .base import Chunk, ToolCall
 
 MAX_QUOTED_CHARS = 200
 MAX_QUOTED_WORDS = 40  # keeps a prompt of many tiny words from doubling the reply's length
@@ -50,6 +52,8 @@ _CLOSERS = (
 )
 
 _TOKEN = re.compile(r"\s*\S+\s*")
+# "calculate 2+3*4" (with the calculator on) shows reasoning and a tool step offline.
+_CALCULATE = re.compile(r"\bcalculate\s+([-+*/%^().\d\s]*\d[-+*/%^().\d\s]*)", re.IGNORECASE)
 # Backslash-escaping every ASCII punctuation character is always literal in CommonMark, so
 # the quoted prompt cannot open a list, a link, code, HTML, emphasis or an entity.
 _MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
@@ -68,15 +72,23 @@ class DemoProvider:
         self._sleep = sleep or _sleep
 
     continues_exactly = True  # asked to go on, it writes the rest of its own reply
+    supports_tools = True
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict[str, Any]],
+               tools: list[dict[str, Any]] | None = None) -> Iterator[Chunk]:
         """Yield the reply one word (plus its trailing whitespace) at a time, then the usage.
 
         A history ending with a partial reply gets the rest of that reply: the words after
-        the partial text (the whole reply again if the partial is not its start).
+        the partial text (the whole reply again if the partial is not its start). A prompt
+        asking to "calculate" arithmetic, with the calculator among `tools`, is answered
+        with some reasoning and a calculator call, then the result the tool sent back.
         """
-        prompt = next((m.get("content", "") for m in reversed(messages)
+        prompt = next((m.get("content") or "" for m in reversed(messages)
                        if m.get("role") == "user"), "")
+        match = _CALCULATE.search(prompt)
+        if match and _offers(tools, "calculator"):
+            yield from self._calculate(messages, match.group(1).strip())
+            return
         reply = demo_reply(prompt)
         partial = messages[-1].get("content", "") if messages and \
             messages[-1].get("role") == "assistant" else ""
@@ -90,13 +102,46 @@ class DemoProvider:
                 # reproducible.
                 self._sleep(self.token_delay_s * (0.6 + 0.8 * seed[i % len(seed)] / 255))
             yield Chunk(text=token)
-        prompt_tokens = sum(_estimate_tokens(m.get("content", "")) + 4 for m in messages)
-        completion_tokens = _estimate_tokens(reply)
-        yield Chunk(finish_reason="stop", usage={
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        })
+        yield Chunk(finish_reason="stop", usage=_usage(messages, reply))
+
+    def _calculate(self, messages: list[dict[str, Any]], expression: str) -> Iterator[Chunk]:
+        """Think, call the calculator; once its result is back, think and answer with it."""
+        last = messages[-1] if messages else {}
+        if last.get("role") != "tool":
+            thoughts = (f"The user wants the value of {expression}. Working it out by hand "
+                        "could go wrong, so I will ask the calculator tool.")
+            arguments = json.dumps({"expression": expression})
+            yield from self._words(thoughts, reasoning=True)
+            yield Chunk(finish_reason="tool_calls", usage=_usage(messages, thoughts),
+                        tool_calls=(ToolCall("call_demo_1", "calculator", arguments),))
+            return
+        result = last.get("content") or ""
+        if result.startswith("Error:"):
+            thoughts = "The calculator could not work it out; I will say so."
+            reply = f"The calculator could not compute `{expression}`: {result[6:].strip()}"
+        else:
+            thoughts = f"The calculator says {result}. That is the answer."
+            reply = f"{expression} = **{result}**"
+        yield from self._words(thoughts, reasoning=True)
+        yield from self._words(reply)
+        yield Chunk(finish_reason="stop", usage=_usage(messages, thoughts + reply))
+
+    def _words(self, text: str, *, reasoning: bool = False) -> Iterator[Chunk]:
+        for i, token in enumerate(split_words(text)):
+            if i:
+                self._sleep(self.token_delay_s)
+            yield Chunk(reasoning=token) if reasoning else Chunk(text=token)
+
+
+def _offers(tools: list[dict[str, Any]] | None, name: str) -> bool:
+    return any((tool.get("function") or {}).get("name") == name for tool in tools or ())
+
+
+def _usage(messages: list[dict[str, Any]], written: str) -> dict[str, int]:
+    prompt_tokens = sum(_estimate_tokens(m.get("content") or "") + 4 for m in messages)
+    completion_tokens = _estimate_tokens(written)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 def _sleep(seconds: float) -> None:

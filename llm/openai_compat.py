@@ -16,6 +16,7 @@ import openai
 
 from . import chat_sse, reasons
 from .base import Chunk, ProviderError, continuation_request
+from .tool_calls import ToolCallAssembler
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class OpenAICompatProvider:
     """Streams replies from an OpenAI-compatible server; every failure surfaces as ProviderError."""
 
     name = "openai"
+    supports_tools = True
     settings_hint = "CHAT_MODEL and OPENAI_BASE_URL"  # what to check when the model is unknown
 
     def __init__(self, *, base_url: str | None, api_key: str | None, model: str,
@@ -82,7 +84,8 @@ class OpenAICompatProvider:
         """Release the connection pool; later calls to stream() fail."""
         self._client.close()
 
-    def stream(self, messages: list[dict[str, str]]) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict[str, Any]],
+               tools: list[dict[str, Any]] | None = None) -> Iterator[Chunk]:
         """Stream the reply to `messages` as Chunks, as llm.base.Provider.stream specifies.
 
         The SDK builds and sends the request (auth, base URL, timeouts, error statuses);
@@ -92,9 +95,11 @@ class OpenAICompatProvider:
         A server that refuses `stream: true` (some proxies do) is asked the same without
         streaming: the reply comes as one Chunk, and the last one has `streamed=False`.
         """
-        plain = {"model": self.model,
-                 "messages": [{"role": m["role"], "content": m["content"]}
-                              for m in continuation_request(messages)]}
+        plain: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_wire_message(m) for m in continuation_request(messages)]}
+        if tools:
+            plain["tools"] = tools
         if self._refuses_streaming():
             yield from self._whole_reply(plain)
             return
@@ -104,9 +109,20 @@ class OpenAICompatProvider:
         got_text = False
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
+        calls = ToolCallAssembler()
         try:
-            response = self._client.post("/chat/completions", body=body,
-                                         cast_to=httpx2.Response, stream=True)
+            try:
+                response = self._client.post("/chat/completions", body=body,
+                                             cast_to=httpx2.Response, stream=True)
+            except openai.APIStatusError as err:
+                if not (tools and err.status_code in (400, 422) and _about_tools(err)):
+                    raise
+                # A server (or model) that cannot call tools: the same request without them.
+                log.info("model %s refused tools; asking again without them", self.model)
+                del body["tools"]
+                plain.pop("tools", None)
+                response = self._client.post("/chat/completions", body=body,
+                                             cast_to=httpx2.Response, stream=True)
             raw = response.iter_bytes()
             for event in chat_sse.chunks(raw):
                 if event.get("usage") is not None:
@@ -117,12 +133,25 @@ class OpenAICompatProvider:
                     if choice.get("index") not in (0, None):
                         continue
                     delta = choice.get("delta")
-                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if not isinstance(delta, dict):
+                        delta = {}
+                    text = delta.get("content")
                     if text:
                         if not isinstance(text, str):
                             raise ValueError("delta content is not text")
                         got_text = True
                         yield Chunk(text=text)
+                    else:
+                        # vLLM and DeepSeek say `reasoning_content`; Ollama and OpenRouter
+                        # `reasoning`.
+                        thought = delta.get("reasoning_content") or delta.get("reasoning")
+                        if thought:
+                            if not isinstance(thought, str):
+                                raise ValueError("delta reasoning is not text")
+                            got_text = True
+                            yield Chunk(reasoning=thought)
+                    if "tool_calls" in delta and delta["tool_calls"]:
+                        calls.add(delta["tool_calls"])
                     if choice.get("finish_reason"):
                         finish_reason = str(choice["finish_reason"])
             _drain(raw)
@@ -163,7 +192,7 @@ class OpenAICompatProvider:
             raise self._fail(None, ProviderError(
                 "The model's reply was cut off (the stream ended without a finish reason).",
                 retryable=True))
-        yield Chunk(finish_reason=finish_reason, usage=usage)
+        yield Chunk(finish_reason=finish_reason, usage=usage, tool_calls=calls.calls())
 
     def _refuses_streaming(self) -> bool:
         refused_at = self._stream_refused_at
@@ -189,6 +218,11 @@ class OpenAICompatProvider:
                 raise ValueError("message content is not text")
             finish_reason = str(choice.get("finish_reason") or "stop")
             usage = _usage_dict(reply["usage"]) if reply.get("usage") is not None else None
+            calls = ToolCallAssembler()
+            asked = (choice.get("message") or {}).get("tool_calls")
+            if asked:  # the whole call in one piece, as a stream's first delta would carry it
+                calls.add([{**call, "index": i} for i, call in enumerate(asked)
+                           if isinstance(call, dict)])
         except openai.APIStatusError as err:
             raise self._fail(err, self._status_error(err)) from None
         except (openai.APIConnectionError, httpx2.RequestError, ssl.SSLError) as err:
@@ -206,7 +240,8 @@ class OpenAICompatProvider:
                 response.close()
         if text:
             yield Chunk(text=text)
-        yield Chunk(finish_reason=finish_reason, usage=usage, streamed=False)
+        yield Chunk(finish_reason=finish_reason, usage=usage, streamed=False,
+                    tool_calls=calls.calls())
 
     def check(self, timeout: float = 2.0) -> str | None:
         """Whether the server answers: None when `GET <base>/models` does, a short human
@@ -274,6 +309,22 @@ def _refuses_stream(err: openai.APIStatusError) -> bool:
     if err.status_code not in REFUSES_STREAM_STATUSES:
         return False
     return err.status_code == 501 or "stream" in f"{err.message} {err.body}".lower()
+
+
+def _about_tools(err: openai.APIStatusError) -> bool:
+    body = err.body
+    message = body.get("message") if isinstance(body, dict) else body
+    return "tool" in str(message or err.message).lower()
+
+
+def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A history message as the Chat Completions API takes it (tool turns included)."""
+    wire = {"role": message["role"], "content": message["content"]}
+    if message.get("tool_calls"):
+        wire["tool_calls"] = message["tool_calls"]
+    if message["role"] == "tool":
+        wire["tool_call_id"] = message["tool_call_id"]
+    return wire
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:

@@ -100,6 +100,11 @@ class Message(db.Model):
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # False: the model server refused to stream, and the reply arrived in one piece.
     streamed: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # The model's thinking (None: it showed none), and the tool steps it took, each
+    # {name, arguments, result, status}; both written as they stream, like the text.
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    steps: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    reasoning_ms: Mapped[int | None] = mapped_column()
     ttft_ms: Mapped[int | None] = mapped_column()
     duration_ms: Mapped[int | None] = mapped_column()
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
@@ -119,7 +124,10 @@ class Message(db.Model):
 
     @property
     def timings(self) -> dict[str, int | None]:
-        return {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+        timings = {"ttft_ms": self.ttft_ms, "duration_ms": self.duration_ms}
+        if self.reasoning_ms is not None:
+            timings["reasoning_ms"] = self.reasoning_ms
+        return timings
 
     @property
     def cost(self) -> float | None:
@@ -153,6 +161,8 @@ class Message(db.Model):
             "usage": self.usage,
             "cost": self.cost,
             "streamed": self.streamed is not False,
+            "reasoning": self.reasoning or None,
+            "steps": self.steps or [],
             "timings": self.timings,
             "created_at": self.created_at.isoformat() + "Z",
         }

@@ -47,6 +47,11 @@ def message_record(message: Message, text: str | None = None) -> dict[str, Any]:
         "timings": message.timings,
         "created_at": _time(message.created_at),
     }
+    # A reply's other parts, when it has them (older exports have none).
+    if message.reasoning:
+        record["reasoning"] = message.reasoning
+    if message.steps:
+        record["steps"] = message.steps
     return record
 
 
@@ -175,13 +180,20 @@ def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Mess
                            "numbers, and 'estimated' true or false.")
     timings = _field(record, "timings", dict, where, default={}, nullable=True) or {}
     ttft, duration = timings.get("ttft_ms"), timings.get("duration_ms")
-    for value in (ttft, duration):
+    thought = timings.get("reasoning_ms")
+    for value in (ttft, duration, thought):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                   or not 0 <= value < 2**31):
             raise ArchiveError(f"{where.capitalize()}'s 'timings' must be whole milliseconds.")
+    reasoning = _field(record, "reasoning", str, where, default=None, nullable=True)
+    if reasoning is not None and len(reasoning) > MAX_MESSAGE_CHARS:
+        raise ArchiveError(f"{where.capitalize()}'s 'reasoning' must be text of at most "
+                           f"{MAX_MESSAGE_CHARS} characters.")
+    steps = _steps(_field(record, "steps", list, where, default=None, nullable=True), where)
     created = _parse_time(record.get("created_at"), where) or now
     return Message(thread_id=thread_id, role=role, content=content, status=status,
                    error=error, model=model, usage=usage, ttft_ms=ttft, duration_ms=duration,
+                   reasoning=reasoning or None, steps=steps, reasoning_ms=thought,
                    created_at=created, updated_at=now)
 
 
@@ -193,6 +205,35 @@ def _usage_ok(usage: dict) -> bool:
                                   or not 0 <= value < 2**31):
             return False
     return isinstance(usage.get("estimated", False), bool)
+
+
+MAX_STEPS = 200
+STEP_STATUSES = ("ok", "error", "aborted", "running")
+
+
+def _steps(steps: list | None, where: str) -> list[dict] | None:
+    """A reply's tool steps, checked field by field; a step still running is stopped."""
+    if not steps:
+        return None
+    problem = f"{where.capitalize()}'s 'steps' must be a list of at most {MAX_STEPS} " \
+              "{name, arguments, result, status} objects."
+    if len(steps) > MAX_STEPS:
+        raise ArchiveError(problem)
+    checked = []
+    for step in steps:
+        if not isinstance(step, dict) or step.get("status") not in STEP_STATUSES:
+            raise ArchiveError(problem)
+        fields = [step.get("name"), step.get("arguments")]
+        result = step.get("result")
+        if not all(isinstance(f, str) and not _not_text(f) and len(f) <= MAX_MESSAGE_CHARS
+                   for f in fields) or not (result is None or isinstance(result, str)
+                                            and not _not_text(result)
+                                            and len(result) <= MAX_MESSAGE_CHARS):
+            raise ArchiveError(problem)
+        status = "aborted" if step["status"] == "running" else step["status"]
+        checked.append({"name": fields[0], "arguments": fields[1], "result": result,
+                        "status": status})
+    return checked
 
 
 _MISSING = object()

@@ -21,6 +21,9 @@ class ClaimedReply(NamedTuple):
     content: str
     model: str | None
     usage: dict | None  # a continued reply's earlier calls
+    reasoning: str | None  # and the parts it had: its cursor goes on from them
+    steps: list | None
+    reasoning_ms: int | None
 
 
 def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
@@ -57,5 +60,6 @@ def _claim_statements():
              .where(messages.c.id == bindparam("claimed"), messages.c.status == PENDING)
              .values(status=STREAMING, heartbeat_at=bindparam("now")))
     columns = (messages.c.id, messages.c.thread_id, messages.c.parent_id, messages.c.role,
-               messages.c.content, messages.c.model, messages.c.usage)
+               messages.c.content, messages.c.model, messages.c.usage,
+               messages.c.reasoning, messages.c.steps, messages.c.reasoning_ms)
     return claim, columns

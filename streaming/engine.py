@@ -24,6 +24,7 @@ from models import (
     control_channel,
     thread_channel,
 )
+from tools import ToolBox, ToolContext, make_toolbox
 
 from .admission import Admission, LoopLag
 from .chunking import make_chunker
@@ -37,6 +38,7 @@ from .generation import (
 )
 from .history import build_history, continuation
 from .hub import Event, Hub, Subscription
+from .parts import Cursor, cursor_of
 from .reader import CursorError, ReadItem, persisted_text_after, read_live, read_persisted
 from .sweeper import Sweeper
 from .writer import DeltaWriter
@@ -55,10 +57,13 @@ class ReplyEngine:
     def __init__(self, app: Flask, provider: Provider, hub: Hub, *,
                  db_engine: Engine, background_engine: Engine | None = None,
                  models: ModelCatalog | None = None,
+                 toolbox: ToolBox | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         config = app.config
         self.app = app
         self._sessions = sessionmaker(db_engine, expire_on_commit=False)
+        # The tools models may call here (TOOLS, MAX_TOOL_STEPS); empty: none.
+        self.toolbox = toolbox if toolbox is not None else make_toolbox(config)
         # The writer and sweeper never queue behind requests for a pooled connection.
         background = sessionmaker(background_engine or db_engine, expire_on_commit=False)
         self.provider = provider  # the default model's
@@ -143,8 +148,11 @@ class ReplyEngine:
 
     def _start(self, message: ClaimedReply, history: list[dict[str, str]],
                provider: Provider) -> Generation:
+        # A continued reply keeps the reasoning and steps it had: its cursor goes on from them.
         generation = Generation(message.id, message.thread_id, prefix=message.content,
-                                clock=self.clock, on_first_text=self.writer.wake)
+                                clock=self.clock, on_first_text=self.writer.wake,
+                                reasoning=message.reasoning or "", steps=message.steps,
+                                reasoning_ms=message.reasoning_ms)
         if message.content:  # continued: the calls that wrote its text were paid for too
             generation.prior_usage = message.usage
         self.generations[message.id] = generation
@@ -153,8 +161,11 @@ class ReplyEngine:
         self._controls[message.id] = self.hub.subscribe(
             control_channel(message.thread_id), on_event=self._on_control, wait=False)
         self.writer.add(generation)
+        context = ToolContext(thread_id=message.thread_id,
+                              session_factory=self.session) if self.toolbox else None
         generation.greenlet = gevent.spawn(run_generation, generation, provider, history,
-                                           self._generation_ended, retry=self.retry_policy)
+                                           self._generation_ended, retry=self.retry_policy,
+                                           toolbox=self.toolbox or None, tool_context=context)
         self.hub.publish(thread_channel(message.thread_id),
                          {"type": "started", "message": message.id, "end": generation.end})
         return generation
@@ -267,19 +278,21 @@ class ReplyEngine:
     def local(self, message_id: int) -> Generation | None:
         return self.generations.get(message_id)
 
-    def check_cursor(self, message: Message, cursor: int) -> None:
+    def check_cursor(self, message: Message, cursor: int | Cursor) -> None:
         """Raise CursorError for a cursor past the end of what the reply can hold now."""
+        if not isinstance(cursor, Cursor):
+            cursor = Cursor(cursor)
         generation = self.local(message.id)
         if generation is not None:
-            limit = generation.end
+            limit = generation.cursor()
         elif message.status == STREAMING:
             return  # generated elsewhere: its stream may be ahead of the database
         else:
-            limit = len(message.content)
-        if cursor > limit:
+            limit = cursor_of(message.content, message.reasoning, message.steps)
+        if cursor.exceeds(limit):
             raise CursorError(f"cursor {cursor} is past the reply's end ({limit})")
 
-    def read(self, message: Message, cursor: int) -> Iterator[ReadItem]:
+    def read(self, message: Message, cursor: int | Cursor) -> Iterator[ReadItem]:
         """Every change of `message` after `cursor`: live if it runs here, else persisted.
 
         Raises CursorError at once for a cursor past the end of what can exist.

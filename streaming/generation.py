@@ -14,8 +14,11 @@ from gevent.event import Event
 from llm import Provider, ProviderError
 from llm.usage import add_usage, estimate_usage
 from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
+from tools import ToolBox, ToolContext
 
+from .parts import RUNNING, Cursor, step_event, step_event_count
 from .seam import join_continuation
+from .tool_steps import run_tool_calls, step_limit_note
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ class Generation:
 
     def __init__(self, message_id: int, thread_id: int, *, prefix: str = "",
                  clock: Callable[[], float],
-                 on_first_text: Callable[[], None] | None = None) -> None:
+                 on_first_text: Callable[[], None] | None = None,
+                 reasoning: str = "", steps: list[dict[str, Any]] | None = None,
+                 reasoning_ms: int | None = None) -> None:
         self.message_id = message_id
         self.thread_id = thread_id
         self.clock = clock
@@ -83,6 +88,17 @@ class Generation:
         self.greenlet: gevent.Greenlet | None = None
         # Followers see the first words at once rather than a throttle period later.
         self._on_first_text = on_first_text
+        # The reply's other parts: its reasoning (the model's thinking) and its tool steps.
+        # A step is {name, arguments, result, status}; each step makes two events (it
+        # starts, it ends), and `step_events` counts the events so far.
+        self.reasoning = reasoning
+        self.steps: list[dict[str, Any]] = [dict(step) for step in steps or ()]
+        self.step_events = step_event_count(self.steps)
+        self.reasoning_ms = reasoning_ms
+        self._thinking_since: float | None = None
+        self._reasoning_break = False
+        self.persisted_reasoning_end = len(reasoning)
+        self.persisted_step_events = self.step_events
 
     # -- reading ----------------------------------------------------------------------
     @property
@@ -110,6 +126,18 @@ class Generation:
                 break
         return "".join(out)
 
+    @property
+    def has_parts(self) -> bool:
+        """Whether the reply has more than text (its cursor is then compound)."""
+        return bool(self.reasoning) or self.step_events > 0
+
+    def cursor(self) -> Cursor:
+        return Cursor(self.end, len(self.reasoning), self.step_events)
+
+    def step_event(self, number: int) -> dict[str, Any]:
+        """Step event `number` (0-based) as readers send it."""
+        return step_event(self.steps, number)
+
     def wait_for_change(self, timeout: float | None) -> bool:
         """Block until text is appended or the reply ends; False when `timeout` passes first."""
         if self._changed is None:
@@ -129,10 +157,52 @@ class Generation:
         self._ends.append(self.end)
         self._notify()
 
+    def append_reasoning(self, piece: str) -> None:
+        if not piece:
+            return
+        if self._thinking_since is None:
+            self._thinking_since = self.clock()
+        if self._reasoning_break:  # thinking again after a tool step: a new paragraph
+            self._reasoning_break = False
+            if self.reasoning and not self.reasoning.endswith("\n"):
+                piece = "\n\n" + piece
+        self.reasoning += piece
+        self._notify()
+
+    def stop_thinking(self) -> None:
+        """The model turned from thinking to writing or calling a tool: count the time."""
+        if self._thinking_since is not None:
+            spent = round((self.clock() - self._thinking_since) * 1000)
+            self.reasoning_ms = (self.reasoning_ms or 0) + spent
+            self._thinking_since = None
+
+    def start_step(self, name: str, arguments: str) -> int:
+        """A tool call begins (an event); its index."""
+        self.stop_thinking()
+        self._reasoning_break = True
+        self.steps.append({"name": name, "arguments": arguments, "result": None,
+                           "status": RUNNING})
+        self.step_events += 1
+        self._notify()
+        return len(self.steps) - 1
+
+    def end_step(self, index: int, status: str, result: str | None) -> None:
+        """A tool call ended (an event): `status` ok | error | aborted."""
+        step = self.steps[index]
+        if step["status"] != RUNNING:
+            return
+        step["status"], step["result"] = status, result
+        self.step_events += 1
+        self._notify()
+
     def finish(self, status: str, error: str | None = None) -> None:
         """Record the terminal state in memory; the delta writer commits it."""
         if self.done:
             return
+        self.stop_thinking()
+        for index, step in enumerate(self.steps):  # stopped mid-call: the step ends with it
+            if step["status"] == RUNNING:
+                self.end_step(index, "aborted", None)
         self.status, self.error = status, error
         self.finished_at = self.clock()
         self._notify()
@@ -152,27 +222,39 @@ class Generation:
 
 
 def run_generation(generation: Generation, provider: Provider,
-                   history: list[dict[str, str]], on_done: Callable[[Generation], None], *,
+                   history: list[dict[str, Any]], on_done: Callable[[Generation], None], *,
                    retry: RetryPolicy | None = None,
-                   sleep: Callable[[float], None] = gevent.sleep) -> None:
-    """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives."""
+                   sleep: Callable[[float], None] = gevent.sleep,
+                   toolbox: ToolBox | None = None,
+                   tool_context: ToolContext | None = None) -> None:
+    """Drive `provider` into `generation` until the model ends, fails, or a cancel arrives.
+
+    With a `toolbox` (and a provider that `supports_tools`), the model may call tools: each
+    call runs here, its result goes back to the model, and the model goes on, for at most
+    `toolbox.max_steps` rounds of calls.
+    """
     generation.running = True
     retry = retry or RetryPolicy(attempts=0)
     asked = False
+    if not (toolbox and tool_context is not None and getattr(provider, "supports_tools", False)):
+        toolbox = None
     try:
         if generation.cancel_requested:  # stopped before it began: never ask the model
             raise GenerationCancelled
         asked = True
         attempt = 0
         while True:
-            shown = generation.end
+            shown = generation.cursor()
             try:
-                _stream_into(generation, provider, history)
+                if toolbox is None:
+                    _stream_into(generation, provider, history)
+                else:
+                    _stream_with_tools(generation, provider, history, toolbox, tool_context)
                 break
             except ProviderError as err:
                 attempt += 1
-                # A retry after text was shown would repeat or contradict it: never.
-                wait = retry.delay(attempt, err) if generation.end == shown else None
+                # A retry after anything was shown would repeat or contradict it: never.
+                wait = retry.delay(attempt, err) if generation.cursor() == shown else None
                 if wait is None or generation.cancel_requested:
                     raise
                 log.info("model call for message %s failed (%s); retry %d in %.1f s",
@@ -210,23 +292,60 @@ def settle_usage(generation: Generation, history: list[dict[str, str]]) -> None:
     generation.usage = add_usage(generation.prior_usage, usage)
 
 
-def _stream_into(generation: Generation, provider: Provider,
-                 history: list[dict[str, str]]) -> None:
-    stream: Iterator = provider.stream(history)
-    if generation.start_offset and not getattr(provider, "continues_exactly", False):
+def _stream_into(generation: Generation, provider: Provider, history: list[dict[str, Any]],
+                 tools: list[dict[str, Any]] | None = None, *, first: bool = True) -> tuple:
+    """One model turn into `generation`; the tool calls it ends with (or none)."""
+    stream: Iterator = provider.stream(history, tools=tools) if tools else \
+        provider.stream(history)
+    if first and generation.start_offset and \
+            not getattr(provider, "continues_exactly", False):
         stream = join_continuation(generation.text, stream)  # a continued reply's seam
+    calls: tuple = ()
+    turn_usage = None
     try:
         for chunk in stream:
             if generation.cancel_requested:
                 break
-            generation.append(chunk.text)
+            if chunk.text:
+                if generation._thinking_since is not None:
+                    generation.stop_thinking()
+                generation.append(chunk.text)
+            elif chunk.reasoning:
+                generation.append_reasoning(chunk.reasoning)
             if chunk.usage:
-                generation.usage = chunk.usage
+                turn_usage = chunk.usage  # the last count of this call (some send several)
             if chunk.finish_reason:
                 generation.finish_reason = chunk.finish_reason
                 if not chunk.streamed:
                     generation.streamed = False
+            if chunk.tool_calls:
+                calls = chunk.tool_calls
     finally:
+        if turn_usage:  # a reply with tool steps paid for every call
+            generation.usage = add_usage(generation.usage, turn_usage)
         close = getattr(stream, "close", None)
         if close is not None:
             close()  # closes the upstream response: a cancelled reply stops costing money
+    return calls
+
+
+def _stream_with_tools(generation: Generation, provider: Provider,
+                       history: list[dict[str, Any]], toolbox: ToolBox,
+                       context: ToolContext) -> None:
+    """Model turns and tool calls in turn, until the model answers without calling a tool."""
+    schemas = toolbox.schemas()
+    messages = list(history)
+    rounds = 0
+    while True:
+        turn_start = generation.end
+        calls = _stream_into(generation, provider, messages, schemas, first=rounds == 0)
+        if not calls or generation.cancel_requested:
+            return
+        generation.stop_thinking()
+        if rounds >= toolbox.max_steps:
+            generation.append(step_limit_note(generation.text, toolbox.max_steps))
+            generation.finish_reason = "tool_step_limit"
+            return
+        rounds += 1
+        turn_text = generation.text_between(turn_start)
+        messages += run_tool_calls(generation, calls, toolbox, context, turn_text)

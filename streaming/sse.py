@@ -11,6 +11,7 @@ Event data is HTML text, so htmx can append it with ``beforeend`` without furthe
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 
 __all__ = [
@@ -20,9 +21,13 @@ __all__ = [
     "decode_delta",
     "delta_event",
     "escape_text",
+    "reasoning_event",
+    "step_event",
 ]
 
 DELTA_EVENT = "delta"
+REASONING_EVENT = "reasoning"
+STEP_EVENT = "step"
 
 # One pass with str.translate: escaping "&" first is then implicit, and no output is re-escaped.
 # CR becomes a character reference because SSE treats a bare CR as a line terminator; LF is
@@ -100,9 +105,23 @@ class ServerSentEvent:
         return str(self).encode("utf-8")
 
 
-def delta_event(text: str, end: int) -> ServerSentEvent:
-    """Return the ``delta`` event carrying ``text`` whose last character is at offset ``end``."""
+def delta_event(text: str, end: object) -> ServerSentEvent:
+    """Return the ``delta`` event carrying ``text`` whose last character is at offset ``end``
+    (or, for a reply with reasoning or steps, the compound cursor after it)."""
     return ServerSentEvent(data=escape_text(text), event=DELTA_EVENT, id=str(end))
+
+
+def reasoning_event(text: str, cursor: object) -> ServerSentEvent:
+    """Return the ``reasoning`` event: more of the model's thinking, as HTML text like a
+    delta's; ``cursor`` is where the reader stands after it."""
+    return ServerSentEvent(data=escape_text(text), event=REASONING_EVENT, id=str(cursor))
+
+
+def step_event(step: dict, cursor: object) -> ServerSentEvent:
+    """Return the ``step`` event: a tool step started or ended, as one line of JSON
+    (``index``, ``name``, ``arguments``, ``result``, ``status``)."""
+    return ServerSentEvent(data=json.dumps(step, separators=(",", ":")),
+                           event=STEP_EVENT, id=str(cursor))
 
 
 def comment(text: str = "keep-alive") -> str:

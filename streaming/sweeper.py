@@ -13,6 +13,7 @@ from llm.usage import add_usage, estimate_usage
 from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
 
 from .history import build_history
+from .parts import RUNNING
 from .periodic import Periodic
 from .reader import persisted_text_after
 
@@ -68,6 +69,10 @@ class Sweeper:
                     build_history(session, message, system_prompt=None,
                                   limit=ESTIMATE_HISTORY_MESSAGES),
                     text[len(message.content):]))
+                # A tool step its worker was running when it died ends with the reply.
+                steps = {"steps": [{**step, "status": "aborted"} if step.get("status") ==
+                                   RUNNING else step for step in message.steps]} \
+                    if message.steps else {}
                 # Only if still stale: a live writer's flush refreshes the heartbeat in the
                 # same transaction as its deltas, so it can never lose text to us.
                 result = session.execute(
@@ -75,7 +80,7 @@ class Sweeper:
                     .where(Message.id == message_id, Message.status == STREAMING,
                            Message.heartbeat_at < cutoff)
                     .values(status=INTERRUPTED, content=text, error=INTERRUPTED_REASON,
-                            usage=usage, cancel_requested=False))
+                            usage=usage, cancel_requested=False, **steps))
                 if result.rowcount != 1:
                     continue
                 session.execute(delete(StreamDelta).where(StreamDelta.message_id == message_id))

@@ -142,6 +142,7 @@ class DeltaWriter:
         flushes: list[tuple[Generation, int, str]] = []
         heartbeats: list[Generation] = []
         finals: list[Generation] = []
+        parts: list[tuple[Generation, dict, int]] = []  # reasoning, steps, their events
         for gen in list(self._active.values()):
             if gen.done:
                 finals.append(gen)
@@ -151,17 +152,21 @@ class DeltaWriter:
                 pending = ""  # a long reply's own, longer interval has not passed yet
             else:
                 pending = gen.text_between(gen.persisted_end, gen.end)
+                if gen.has_parts and (gen.step_events != gen.persisted_step_events or
+                                      len(gen.reasoning) != gen.persisted_reasoning_end):
+                    parts.append((gen, _parts_of(gen), gen.step_events))
             cut = self._chunker(pending) if pending else 0
             if not cut and pending and now - gen.last_flush_at >= self.max_lag_s:
                 cut = len(pending)
             if cut:
                 flushes.append((gen, gen.persisted_end + cut, pending[:cut]))
-            elif now - gen.last_heartbeat_at >= self.heartbeat_s:
+            elif now - gen.last_heartbeat_at >= self.heartbeat_s and \
+                    not (parts and parts[-1][0] is gen):
                 heartbeats.append(gen)
         # A stop asked for in another worker arrives through the database: every tick looks,
         # so it lands within one throttle period even while the model is silent.
         running = [g.message_id for g in self._active.values() if not g.done]
-        if not (flushes or heartbeats or finals):
+        if not (flushes or heartbeats or finals or parts):
             if running:
                 try:
                     with self._session_factory() as session:  # a read: nothing to commit
@@ -178,7 +183,13 @@ class DeltaWriter:
                     session.execute(insert(StreamDelta), [
                         {"message_id": g.message_id, "start": g.persisted_end, "end": end,
                          "text": text} for g, end, text in flushes])
+                for gen, values, _ in parts:  # their heartbeat too
+                    session.execute(update(Message).where(Message.id == gen.message_id)
+                                    .values(heartbeat_at=wall, **values))
                 beating = [g.message_id for g, _, _ in flushes] + [g.message_id for g in heartbeats]
+                if parts:
+                    with_parts = {g.message_id for g, _, _ in parts}
+                    beating = [m for m in beating if m not in with_parts]
                 if beating:
                     session.execute(update(Message).where(Message.id.in_(beating))
                                     .values(heartbeat_at=wall))
@@ -202,6 +213,15 @@ class DeltaWriter:
             gen.last_flush_at = gen.last_heartbeat_at = now
             events.append((thread_channel(gen.thread_id),
                            {"type": "persisted", "message": gen.message_id, "end": end}))
+        flushed = {gen.message_id for gen, _, _ in flushes}
+        for gen, values, step_events in parts:
+            gen.persisted_reasoning_end = len(values["reasoning"] or "")
+            gen.persisted_step_events = step_events
+            gen.last_heartbeat_at = now
+            if gen.message_id not in flushed:  # followers hear of it as of a text flush
+                events.append((thread_channel(gen.thread_id),
+                               {"type": "persisted", "message": gen.message_id,
+                                "end": gen.persisted_end}))
         for gen in heartbeats:
             gen.last_heartbeat_at = now
         self._apply_cancels(cancelled)
@@ -245,20 +265,31 @@ class DeltaWriter:
 
     def _finalize(self, session: Session, gen: Generation, wall) -> None:
         timings = gen.timings()
+        values = _parts_of(gen) if gen.has_parts else {}
         result = session.execute(
             update(Message)
             .where(Message.id == gen.message_id, Message.status == STREAMING)
             .values(content=gen.text, status=gen.status, error=gen.error, usage=gen.usage,
                     ttft_ms=timings["ttft_ms"], duration_ms=timings["duration_ms"],
-                    heartbeat_at=wall, cancel_requested=False, streamed=gen.streamed))
+                    heartbeat_at=wall, cancel_requested=False, streamed=gen.streamed,
+                    **values))
         if result.rowcount == 0:
             # Someone else ended it meanwhile (a sweeper, a stop): keep their status, but
             # never drop text the reader could otherwise only find in the deltas.
             log.warning("message %s was no longer streaming when its reply ended",
                         gen.message_id)
             session.execute(update(Message).where(Message.id == gen.message_id)
-                            .values(content=gen.text, usage=gen.usage, streamed=gen.streamed))
+                            .values(content=gen.text, usage=gen.usage, streamed=gen.streamed,
+                                    **values))
         session.execute(delete(StreamDelta).where(StreamDelta.message_id == gen.message_id))
+
+
+def _parts_of(gen: Generation) -> dict:
+    """A snapshot of a reply's reasoning and steps for the database (the generation goes on
+    changing them while the commit waits)."""
+    return {"reasoning": gen.reasoning or None,
+            "steps": [dict(step) for step in gen.steps] or None,
+            "reasoning_ms": gen.reasoning_ms}
 
 
 def _cancelled(session: Session, message_ids: list[int]) -> set[int]:

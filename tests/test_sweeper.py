@@ -277,3 +277,20 @@ def test_a_user_message_is_never_touched(engine, sessions, recorder, thread_id, 
     assert (message.role, message.status, message.content, message.error) == \
         ("user", status, "My question", None)
     assert recorder.started == [] and recorder.published == []
+
+
+def test_a_stale_reply_keeps_its_reasoning_and_its_running_step_is_stopped(
+        engine, sessions, recorder, thread_id):
+    message_id = add_message(engine, thread_id, status=STREAMING, heartbeat_at=ago(60),
+                             deltas=["partial"])
+    steps = [{"name": "calculator", "arguments": "{}", "result": "1", "status": "ok"},
+             {"name": "current_time", "arguments": "{}", "result": None, "status": "running"}]
+    with Session(engine) as session:
+        session.execute(update(Message).where(Message.id == message_id)
+                        .values(reasoning="thought", steps=steps))
+        session.commit()
+    assert make_sweeper(sessions, recorder).sweep()[0] == [message_id]
+    stored = row(engine, message_id)
+    assert (stored.status, stored.content, stored.reasoning) == (INTERRUPTED, "partial",
+                                                                 "thought")
+    assert stored.steps == [steps[0], {**steps[1], "status": "aborted"}]

@@ -342,3 +342,37 @@ def test_a_reply_whose_thread_was_deleted_is_dropped_and_the_others_are_still_wr
     assert writer.tick() is True
     assert [r[2] for r in deltas_of(engine, kept)] == ["still here "]
     assert writer.active_count == 1
+
+
+def test_reasoning_and_steps_are_written_each_tick_and_in_the_final_commit(engine, commits):
+    clock = FakeClock()
+    hub = InProcessHub()
+    writer = make_writer(engine, clock, hub=hub)
+    (mid,) = make_messages(engine, 1)
+    gen = Generation(mid, 1, clock=clock)
+    writer.add(gen)
+    with hub.subscribe("thread:1") as subscription:
+        gen.append_reasoning("Let me ")
+        gen.start_step("calculator", '{"expression": "1+1"}')
+        writer.tick()  # no text yet: the parts alone are written, and followers hear of it
+        assert subscription.get(timeout=1)["message"] == mid
+    with Session(engine) as session:
+        row = session.get(Message, mid)
+        assert row.reasoning == "Let me " and row.steps[0]["status"] == "running"
+    assert (gen.persisted_reasoning_end, gen.persisted_step_events) == (7, 1)
+    before = len(commits)
+    writer.tick()  # nothing new: nothing written
+    assert len(commits) == before
+    gen.end_step(0, "ok", "2")
+    gen.append("The answer is 2.")
+    clock.advance(0.1)
+    gen.finish(COMPLETE)
+    writer.tick()
+    with Session(engine) as session:
+        row = session.get(Message, mid)
+        assert (row.status, row.content, row.reasoning) == (COMPLETE, "The answer is 2.",
+                                                            "Let me ")
+        assert row.steps == [{"name": "calculator", "arguments": '{"expression": "1+1"}',
+                              "result": "2", "status": "ok"}]
+        assert row.reasoning_ms == 0
+    assert deltas_of(engine, mid) == []

@@ -45,7 +45,7 @@ def register_blueprints(app: Flask) -> None:
         usage,
         versions,
     )
-    from .fragments import STATUS_LABELS, compared_versions
+    from .fragments import STATUS_LABELS, STEP_LABELS, compared_versions, reply_cursor, reply_stage
     from .markdown import render_markdown
     from .timefmt import time_ago
 
@@ -56,7 +56,10 @@ def register_blueprints(app: Flask) -> None:
     app.context_processor(lambda: {"provider": app.extensions["relay"].provider,
                                    "model_choices": app.extensions["relay"].models.choices,
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
-                                   "status_labels": STATUS_LABELS})
+                                   "status_labels": STATUS_LABELS,
+                                   "step_labels": STEP_LABELS,
+                                   "reply_cursor": reply_cursor,
+                                   "reply_stage": reply_stage})
     app.add_template_global(compared_versions)
     app.add_template_global(api.MAX_COMPARED, "max_compared")
     app.register_blueprint(pages.bp)

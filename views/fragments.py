@@ -5,12 +5,34 @@ from __future__ import annotations
 from flask import current_app, render_template, request
 from sqlalchemy import select
 
-from models import Message, Thread, db
+from models import PENDING, STREAMING, Message, Thread, db
 from models.tree import compared_replies, sibling_ids
+from streaming.parts import RUNNING, cursor_of
 
 FOLLOW_MODES = ("auto", "ws", "poll")
 STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
                  "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
+
+
+STEP_LABELS = {"ok": "done", "error": "failed", "aborted": "stopped", RUNNING: "running"}
+
+
+def reply_cursor(message: Message, text: str) -> str:
+    """The stream cursor of a rendering that shows `text` and the row's reasoning and steps."""
+    return str(cursor_of(text, message.reasoning, message.steps))
+
+
+def reply_stage(message: Message, text: str) -> str | None:
+    """What an active reply is doing now, from its persisted state: calling a tool, or
+    thinking before its first words (None: what its status says, or not active)."""
+    if message.status not in (PENDING, STREAMING):
+        return None
+    steps = message.steps or ()
+    if steps and steps[-1].get("status") == RUNNING:
+        return f"calling {steps[-1].get('name') or 'a tool'}…"
+    if message.status == STREAMING and not text:
+        return "thinking"  # its reasoning, or the wait for its first words (after a tool too)
+    return None
 
 
 def follow_mode() -> str:

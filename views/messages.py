@@ -32,6 +32,7 @@ from models import (
     utcnow,
 )
 from models.tree import adopt_linear_thread
+from streaming.parts import cursor_of
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
@@ -362,8 +363,9 @@ def message_continue(message_id: int):
     engine().schedule_headless(message.id)
     engine().hub.publish(message.thread.channel, {"type": "continued", "message": message.id,
                                                   "end": len(message.content)})
+    # Where the reply stands in each of its parts: text, reasoning, steps (streaming.parts).
     stream_url = url_for("stream.message_stream", message_id=message.id,
-                         after=len(message.content))
+                         after=str(cursor_of(message.content, message.reasoning, message.steps)))
     if wants_json():
         return jsonify(message=message.to_json(), stream_url=stream_url), 202
     if is_htmx():

@@ -18,8 +18,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models import PENDING, Message, db
-from streaming.reader import CursorError, Delta, Idle, Queued, Terminal
-from streaming.sse import ServerSentEvent, comment, delta_event
+from streaming.parts import Cursor, cursor_of, parse_cursor
+from streaming.reader import CursorError, Delta, Idle, Queued, Reasoning, StepEvent, Terminal
+from streaming.sse import ServerSentEvent, comment, delta_event, reasoning_event, step_event
 
 from .access import is_owner, readable_message
 from .fragments import render_message
@@ -29,20 +30,20 @@ bp = Blueprint("stream", __name__)
 
 TERMINAL_EVENTS = {"complete": "done", "error": "error", "aborted": "aborted",
                    "interrupted": "error"}
-MAX_CURSOR_DIGITS = 12
 TERMINAL_WAIT_S = 10.0  # how long a finished stream waits for the database to render its end
 
 
-def cursor_from_request() -> int:
-    """The offset the client has: `Last-Event-ID` (a reconnect) wins over `?after=`."""
+def cursor_from_request() -> Cursor:
+    """What the client has: `Last-Event-ID` (a reconnect) wins over `?after=`; the text
+    offset `T`, or `T.R.S` once the reply has reasoning or steps (streaming.parts)."""
     raw = request.headers.get("Last-Event-ID")
     if raw is None or raw.strip() == "":
         raw = request.args.get("after", "0")
-    raw = raw.strip()
-    if not raw.isascii() or not raw.isdigit() or len(raw) > MAX_CURSOR_DIGITS:
+    cursor = parse_cursor(raw.strip())
+    if cursor is None:
         abort(400, description="The stream cursor (Last-Event-ID or 'after') must be a "
-                               "non-negative whole number.")
-    return int(raw)
+                               "non-negative whole number, or three joined by dots (T.R.S).")
+    return cursor
 
 
 @bp.get("/messages/<id:message_id>/stream")
@@ -78,7 +79,11 @@ def _events(items: Iterator) -> Iterator[str]:
     yield f"retry: {current_app.config['SSE_RETRY_MS']}\n" + comment("stream")
     for item in items:
         if isinstance(item, Delta):
-            yield str(delta_event(item.text, item.end))
+            yield str(delta_event(item.text, item.end if item.cursor is None else item.cursor))
+        elif isinstance(item, Reasoning):
+            yield str(reasoning_event(item.text, item.cursor))
+        elif isinstance(item, StepEvent):
+            yield str(step_event(item.step, item.cursor))
         elif isinstance(item, Idle):
             yield comment()
         elif isinstance(item, Queued):
@@ -123,4 +128,4 @@ def _terminal_event(message_id: int) -> ServerSentEvent:
     html = render_message(message, message.content, readonly=not is_owner(message.thread))
     db.session.close()
     return ServerSentEvent(data=html, event=TERMINAL_EVENTS.get(message.status, "error"),
-                           id=str(len(message.content)))
+                           id=str(cursor_of(message.content, message.reasoning, message.steps)))

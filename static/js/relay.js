@@ -40,7 +40,7 @@
   // Keep each stream's cursor in its sse-connect URL: the sse extension re-reads that
   // attribute when it reconnects by itself, and a fresh EventSource sends no Last-Event-ID.
   function rememberCursor(source, lastEventId) {
-    if (!source || !/^\d+$/.test(lastEventId || "")) return;
+    if (!source || !/^\d+(\.\d+\.\d+)?$/.test(lastEventId || "")) return; // T or T.R.S
     var url = new URL(source.getAttribute("sse-connect"), window.location.href);
     url.searchParams.set("after", lastEventId);
     source.setAttribute("sse-connect", url.pathname + url.search);
@@ -177,14 +177,77 @@
     schedule();
   }
 
-  function markStreaming(article) {
-    if (article.getAttribute("data-status") === "streaming") return;
+  // The reply's stage, from what its stream brings: thinking, calling a tool, writing.
+  function setStage(article, stage) {
     article.setAttribute("data-status", "streaming");
     var label = article.querySelector(".message-status");
-    if (label) {
+    if (label && label.textContent !== stage) {
       label.className = "message-status status--streaming";
-      label.textContent = "writing";
+      label.textContent = stage;
     }
+  }
+  function markStreaming(article) {
+    var label = article.querySelector(".message-status");
+    if (article.getAttribute("data-status") === "streaming" &&
+        (!label || label.textContent === "writing")) return;
+    setStage(article, "writing");
+    var panel = article.querySelector(".message-reasoning");
+    if (panel && panel.open && !panel.hasAttribute("data-answered")) {
+      // The answer begins: the thinking folds away (a click opens it again).
+      panel.setAttribute("data-answered", "");
+      panel.open = false;
+      var since = parseFloat(panel.getAttribute("data-since") || "");
+      var summary = panel.querySelector("summary");
+      if (summary && !isNaN(since)) {
+        summary.textContent = "Thought for " + ((performance.now() - since) / 1000).toFixed(1) + " s";
+      }
+    }
+  }
+
+  // -- the reply's other parts: reasoning (the Thinking panel) and tool steps ---------------
+  function addReasoning(article, text) {
+    var panel = article.querySelector(".message-reasoning");
+    var body = panel && panel.querySelector(".reasoning-body");
+    if (!body) return;
+    if (panel.hidden) {
+      panel.hidden = false;
+      panel.open = true;
+      panel.setAttribute("data-since", String(performance.now()));
+    }
+    body.appendChild(document.createTextNode(text));
+    setStage(article, "thinking");
+  }
+  var STEP_RESULTS = { error: "failed", aborted: "stopped" };
+  function showStep(article, step) {
+    var list = article.querySelector(".message-steps");
+    if (!list || typeof step.index !== "number") return;
+    list.hidden = false;
+    var item = list.querySelector('[data-step-index="' + step.index + '"]');
+    if (!item) {
+      item = document.createElement("li");
+      item.setAttribute("data-step-index", String(step.index));
+      ["step-name", "step-arguments"].forEach(function (name) {
+        var el = document.createElement(name === "step-arguments" ? "code" : "span");
+        el.className = name;
+        item.appendChild(el);
+      });
+      list.appendChild(item);
+    }
+    var running = step.status === "running";
+    item.className = "message-step step--" + step.status;
+    item.setAttribute("data-status", step.status);
+    item.querySelector(".step-name").textContent = running ? "calling " + step.name + "…" : step.name;
+    item.querySelector(".step-arguments").textContent = step.arguments || "";
+    var result = item.querySelector(".step-result");
+    if (!running) {
+      if (!result) {
+        result = document.createElement("span");
+        result.className = "step-result";
+        item.appendChild(result);
+      }
+      result.textContent = step.result != null ? step.result : (STEP_RESULTS[step.status] || step.status);
+    }
+    setStage(article, running ? "calling " + step.name + "…" : "thinking"); // the model again
   }
 
   // The reply's end waits until the text received before it has been shown (at most
@@ -209,6 +272,18 @@
     var message = evt.detail;
     if (!(message instanceof MessageEvent) || typeof message.data !== "string") {
       evt.preventDefault(); // a connection event, not server data: nothing to swap
+      return;
+    }
+    if (message.type === "reasoning" || message.type === "step") {
+      evt.preventDefault(); // shown here: text appended, steps added or brought up to date
+      var owner = evt.target.closest("article.message");
+      if (!owner) return;
+      rememberCursor(owner.closest("[sse-connect]"), message.lastEventId);
+      if (message.type === "reasoning") {
+        addReasoning(owner, decodeText(message.data));
+      } else {
+        try { showStep(owner, JSON.parse(message.data)); } catch (err) { /* not a step */ }
+      }
       return;
     }
     if (message.type !== "delta") {
