@@ -321,3 +321,18 @@ def test_anthropic_tool_use_blocks_are_tool_calls_and_results_go_back_as_blocks(
         {"type": "tool_result", "tool_use_id": "t1", "content": "42", "is_error": False},
         {"type": "tool_result", "tool_use_id": "t2", "content": "Error: bad arguments",
          "is_error": True}]}
+
+
+def test_a_reply_with_tool_steps_counts_the_usage_of_every_model_call():
+    # Each call's own count is its last (some servers repeat a running count per chunk).
+    first = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    provider = TurnsProvider(
+        [Chunk(usage={"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}),
+         Chunk(finish_reason="tool_calls", usage=first,
+               tool_calls=(ToolCall("c0", "calculator", '{"expression": "1+1"}'),))],
+        [Chunk(text="It is 2."), Chunk(finish_reason="stop", usage={
+            "prompt_tokens": 20, "completion_tokens": 4, "total_tokens": 24})])
+    generation = generate(provider)
+    assert generation.status == "complete" and generation.text == "It is 2."
+    assert generation.usage == {"prompt_tokens": 30, "completion_tokens": 7,
+                                "total_tokens": 37}
