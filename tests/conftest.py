@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -29,16 +30,26 @@ def need_service(name: str, reason: str) -> None:
     pytest.skip(f"{name} not available: {reason}")
 
 
-@pytest.fixture
-def app(tmp_path):
-    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}"})
+@contextlib.contextmanager
+def made_app(tmp_path, **settings) -> Iterator:
+    """An app on a fresh SQLite file in `tmp_path`, with `settings` over TestConfig."""
+    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}",
+                                  **settings})
     with app.app_context():
         db.create_all()
-    yield app
-    # Leave no greenlet of this app behind: headless starts, generations, the writer.
-    app.extensions["relay"].shutdown(timeout=2)
-    with app.app_context():
-        db.engine.dispose()
+    try:
+        yield app
+    finally:
+        # Leave no greenlet of this app behind: headless starts, generations, the writer.
+        app.extensions["relay"].shutdown(timeout=2)
+        with app.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(tmp_path):
+    with made_app(tmp_path) as app:
+        yield app
 
 
 @pytest.fixture

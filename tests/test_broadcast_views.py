@@ -5,22 +5,14 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app import create_app
-from config import TestConfig
 from models import Message, db
-from tests.conftest import JSON, csrf_of, new_thread
+from tests.conftest import JSON, csrf_of, made_app, new_thread
 
 
 @pytest.fixture
 def limited(tmp_path):
-    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}",
-                                  "RATE_LIMIT": "4/minute"})
-    with app.app_context():
-        db.create_all()
-    yield app
-    app.extensions["relay"].shutdown(timeout=2)
-    with app.app_context():
-        db.engine.dispose()
+    with made_app(tmp_path, RATE_LIMIT="4/minute") as app:
+        yield app
 
 
 def test_a_broadcast_counts_one_prompt_per_thread_against_the_limit(limited):

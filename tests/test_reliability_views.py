@@ -14,8 +14,6 @@ import gevent
 import pytest
 from sqlalchemy import func, select
 
-from app import create_app
-from config import TestConfig
 from llm.demo import demo_reply, split_words
 from models import (
     ABORTED,
@@ -30,7 +28,7 @@ from models import (
     utcnow,
 )
 from streaming.sse import decode_delta
-from tests.conftest import JSON, csrf_of, decoded, new_thread, sse_events
+from tests.conftest import JSON, csrf_of, decoded, made_app, new_thread, sse_events
 from tests.dom import Dom
 
 HTMX = {"HX-Request": "true"}
@@ -510,14 +508,8 @@ CANARY = "sk-canary-RELAY-7f3a9c1e5b-do-not-leak"
 
 @pytest.fixture
 def keyed_app(tmp_path):
-    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'keyed.sqlite3'}",
-                                  "OPENAI_API_KEY": CANARY, "CHAT_PROVIDER": "demo"})
-    with app.app_context():
-        db.create_all()
-    yield app
-    app.extensions["relay"].shutdown(timeout=2)
-    with app.app_context():
-        db.engine.dispose()
+    with made_app(tmp_path, OPENAI_API_KEY=CANARY, CHAT_PROVIDER="demo") as app:
+        yield app
 
 
 def test_the_api_key_never_appears_in_any_page_fragment_json_or_stream(keyed_app):

@@ -7,24 +7,16 @@ import re
 
 import pytest
 
-from app import create_app
-from config import TestConfig
 from models import Message, db
-from tests.conftest import JSON, csrf_of, new_thread, send
+from tests.conftest import JSON, csrf_of, made_app, new_thread, send
 
 PRICES = '{"demo": {"input": 1.5, "output": 6}}'
 
 
 @pytest.fixture
 def priced(tmp_path):
-    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}",
-                                  "MODEL_PRICES": PRICES})
-    with app.app_context():
-        db.create_all()
-    yield app
-    app.extensions["relay"].shutdown(timeout=2)
-    with app.app_context():
-        db.engine.dispose()
+    with made_app(tmp_path, MODEL_PRICES=PRICES) as app:
+        yield app
 
 
 def finish_reply(client, token: str, thread_id: int, prompt: str = "What is Relay?") -> dict:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from bench.fake_upstream import Reply
-from tests.test_server_models import ANTHROPIC_KEY, ScriptedAnthropic
+from tests import test_server_models
+from tests.test_server_models import ANTHROPIC_KEY
 
 from .conftest import RELAY_ENV, new_thread, norm, send_prompt, wait_for_reply, wait_until
 
@@ -17,12 +16,7 @@ CLAUDE_TEXT = "Claude answers **this** one, word by word."
 OPENAI_TEXT = "The OpenAI-compatible model answers that one."
 
 
-@pytest.fixture(scope="module")
-def claude() -> Iterator[ScriptedAnthropic]:
-    fake = ScriptedAnthropic()
-    fake.api_key = ANTHROPIC_KEY
-    with fake.start():
-        yield fake
+claude = test_server_models.claude  # the fake Anthropic API, one per module
 
 
 @pytest.fixture(scope="module")
