@@ -176,8 +176,12 @@ def thread_import():
         abort(400, description="Choose a Relay JSON export to import.")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        abort(400, description="The file is not valid JSON (UTF-8).")
+    except UnicodeDecodeError:
+        abort(400, description="The file is not valid UTF-8.")
+    except RecursionError:
+        abort(400, description="The file's JSON is nested too deeply.")
+    except ValueError:
+        abort(400, description="The file is not valid JSON.")
     try:
         thread, messages = import_thread(data, current_owner())
     except ArchiveError as err:

@@ -1,0 +1,204 @@
+"""Bad input in-process: text that is not UTF-8, JSON nested too deeply, blank content, a
+hostile Host header. Each is a 400 with a message (or harmless), and nothing is stored
+differently from what was sent."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from models import Message, Thread, db
+from tests.conftest import JSON, new_thread, send
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def multipart(name: str, value: bytes, extra: str = "") -> tuple[bytes, str]:
+    body = (b"--b0und\r\nContent-Disposition: form-data; name=\"" + name.encode() + b"\"\r\n"
+            + extra.encode() + b"\r\n" + value + b"\r\n--b0und--\r\n")
+    return body, "multipart/form-data; boundary=b0und"
+
+
+def count(app, model) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(model))
+
+
+def stored_messages(app) -> list[str]:
+    with app.app_context():
+        return list(db.session.scalars(select(Message.content).order_by(Message.id)))
+
+
+def thread_title(app, thread_id: int) -> str:
+    with app.app_context():
+        return db.session.get(Thread, thread_id).title
+
+
+# -- text that is not UTF-8 ----------------------------------------------------------------------
+BAD_BODIES = {
+    "percent-escaped": (b"content=%ff%fe", FORM, "'content' is not valid UTF-8"),
+    "percent-escaped, truncated": (b"content=ok%c3", FORM, "'content' is not valid UTF-8"),
+    "raw bytes": (b"content=\xff\xfe", FORM, "The form body is not valid UTF-8"),
+    "field name": (b"%ff=1&content=hi", FORM, "field name in the form body is not valid"),
+    "multipart": (*multipart("content", b"\xff\xfe"), "'content' is not valid UTF-8"),
+    "multipart, declared UTF-8": (*multipart("content", b"caf\xe9",
+                                             "Content-Type: text/plain; charset=utf-8\r\n"),
+                                  "'content' is not valid UTF-8"),
+    "json": (b'{"content": "\xff\xfe"}', "application/json", "JSON body is not valid UTF-8"),
+    "json, declared latin-1": (b'{"content": "caf\xe9"}', "application/json; charset=latin-1",
+                               "JSON body is not valid UTF-8"),
+}
+
+
+@pytest.mark.parametrize("body,content_type,why", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_a_prompt_that_is_not_utf8_is_a_400_and_stores_nothing(app, client, token, thread_id,
+                                                                body, content_type, why):
+    before = stored_messages(app)
+    answer = client.post(f"/threads/{thread_id}/messages", data=body,
+                         content_type=content_type, headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400, answer.text
+    assert why in answer.json["message"]
+    assert stored_messages(app) == before
+
+
+@pytest.mark.parametrize("body,content_type,why", BAD_BODIES.values(), ids=BAD_BODIES.keys())
+def test_a_new_thread_with_a_prompt_that_is_not_utf8_is_refused_whole(app, client, token, body,
+                                                                       content_type, why):
+    answer = client.post("/threads", data=body, content_type=content_type,
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400, answer.text
+    assert why in answer.json["message"]
+    assert count(app, Thread) == 0  # not a thread without its prompt either
+
+
+def test_the_csrf_token_in_a_form_that_is_not_utf8_is_a_400_not_a_403(app, client, token,
+                                                                       thread_id):
+    answer = client.post(f"/threads/{thread_id}/messages",
+                         data=f"csrf_token={token}&content=%ff%fe".encode(), content_type=FORM,
+                         headers=JSON)
+    assert answer.status_code == 400
+    assert answer.json["message"] == "'content' is not valid UTF-8."
+    # A browser without JavaScript gets the message on a page.
+    page = client.post(f"/threads/{thread_id}/messages",
+                       data=f"csrf_token={token}&content=%ff%fe".encode(), content_type=FORM)
+    assert page.status_code == 400 and "is not valid UTF-8" in page.text
+    assert count(app, Message) == 0
+
+
+def test_every_endpoint_that_takes_text_refuses_text_that_is_not_utf8(app, client, token):
+    thread_id = new_thread(client, token)
+    sent = send(client, token, thread_id, "Original")
+    app.extensions["relay"].claim_and_start(sent["assistant_message"]["id"]).finalized.wait(10)
+    before = stored_messages(app)
+    headers = {"X-CSRF-Token": token, **JSON}
+    user_id = sent["user_message"]["id"]
+    posts = {
+        f"/messages/{user_id}/edit": b"content=%ff%fe",
+        f"/threads/{thread_id}/rename": b"title=%ff%fe",
+        "/threads/broadcast": f"thread_ids={thread_id}&content=%ff%fe".encode(),
+        f"/threads/{thread_id}/share": b"note=%ff",  # a field nobody reads is refused too
+    }
+    for path, body in posts.items():
+        answer = client.post(path, data=body, content_type=FORM, headers=headers)
+        assert answer.status_code == 400, (path, answer.text)
+        assert "is not valid UTF-8" in answer.json["message"], path
+    for path in posts:
+        data, content_type = multipart("content" if "rename" not in path else "title",
+                                       b"\xff\xfe")
+        answer = client.post(path, data=data, content_type=content_type, headers=headers)
+        assert answer.status_code == 400, (path, answer.text)
+    assert stored_messages(app) == before
+    assert thread_title(app, thread_id) == "Original"
+    with app.app_context():
+        assert db.session.get(Thread, thread_id).share_token is None
+
+
+@pytest.mark.parametrize("url,name", [
+    ("/search?q=%ff", "q"), ("/search?q=caf%e9", "q"), ("/messages/1/stream?after=%ff", "after"),
+    ("/?before=%c3", "before"), ("/threads/list?%ff=1", None), ("/no-such-page?x=%fe", "x"),
+])
+def test_a_query_string_that_is_not_utf8_is_a_400(client, url, name):
+    answer = client.get(url, headers=JSON)
+    assert answer.status_code == 400
+    expected = f"'{name}' is not valid UTF-8." if name else \
+        "A field name in the query string is not valid UTF-8."
+    assert answer.json["message"] == expected
+    page = client.get(url)  # and a page that says so, for a browser
+    assert page.status_code == 400 and "not valid UTF-8" in page.text
+
+
+def test_a_search_for_escaped_percent_signs_still_finds_them(app, client, token):
+    thread_id = new_thread(client, token)
+    send(client, token, thread_id, "100%FF is a colour")
+    hits = client.get("/search?q=100%25FF", headers=JSON)
+    assert hits.status_code == 200 and hits.json and hits.json[0]["thread_id"] == thread_id
+
+
+@pytest.mark.parametrize("text", ["%FF%FE", "caf\u00e9 \U0001f30d", "\ufffd", "a+b=c&d"])
+def test_valid_text_is_stored_exactly_as_sent_in_every_encoding(app, client, token, thread_id,
+                                                                text):
+    from urllib.parse import quote
+
+    headers = {"X-CSRF-Token": token, **JSON}
+    bodies = [(f"content={quote(text, safe='')}".encode(), FORM),
+              multipart("content", text.encode("utf-8")),
+              (json.dumps({"content": text}, ensure_ascii=False).encode(), "application/json")]
+    for body, content_type in bodies:
+        answer = client.post(f"/threads/{thread_id}/messages", data=body,
+                             content_type=content_type, headers=headers)
+        assert answer.status_code == 201, answer.text
+        assert answer.json["user_message"]["content"] == text
+        with app.app_context():  # the reply is done: the next prompt may follow
+            db.session.execute(db.update(Message).values(status="complete"))
+            db.session.commit()
+    assert [c for c in stored_messages(app) if c] == [text, text, text]
+
+
+def test_a_multipart_field_declared_latin1_is_decoded_as_latin1(app, client, token, thread_id):
+    data, content_type = multipart("title", "été".encode("latin-1"),
+                                   "Content-Type: text/plain; charset=iso-8859-1\r\n")
+    answer = client.post(f"/threads/{thread_id}/rename", data=data, content_type=content_type,
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 200 and answer.json["thread"]["title"] == "été"
+
+
+def test_an_import_that_is_not_utf8_says_so(app, client, token):
+    data, content_type = multipart("file", b'{"format": "relay.thread", "x": "\xff"}',
+                                   "Content-Type: application/json\r\n")
+    data = data.replace(b'name="file"', b'name="file"; filename="t.json"')
+    answer = client.post("/threads/import", data=data, content_type=content_type,
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400 and answer.json["message"] == "The file is not valid UTF-8."
+    assert count(app, Thread) == 0
+
+
+# -- JSON nested too deeply ------------------------------------------------------------------
+def deep(depth: int, inner: bytes = b"1") -> bytes:
+    return b'{"content": ' + b"[" * depth + inner + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("path", ["/threads/{t}/messages", "/threads", "/threads/{t}/rename",
+                                  "/messages/{m}/edit", "/threads/broadcast",
+                                  "/messages/{r}/regenerate", "/threads/import"])
+@pytest.mark.parametrize("depth", [950, 5000, 100_000])
+def test_json_nested_too_deeply_is_a_400_at_every_json_endpoint(app, client, token, path, depth):
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash would show as a 500, not a raise
+    thread_id = new_thread(client, token)
+    sent = send(client, token, thread_id)
+    app.extensions["relay"].claim_and_start(sent["assistant_message"]["id"]).finalized.wait(10)
+    before = (count(app, Thread), stored_messages(app))
+    url = path.format(t=thread_id, m=sent["user_message"]["id"], r=sent["assistant_message"]["id"])
+    answer = client.post(url, data=deep(depth), content_type="application/json",
+                         headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400, answer.text
+    assert "nested too deeply" in answer.json["message"]
+    assert (count(app, Thread), stored_messages(app)) == before
+
+
+def test_json_nested_a_little_is_still_read(client, token, thread_id):
+    answer = client.post(f"/threads/{thread_id}/messages", data=deep(50),
+                         content_type="application/json", headers={"X-CSRF-Token": token, **JSON})
+    assert answer.status_code == 400
+    assert answer.json["message"] == "Write a message first: 'content' is empty."
