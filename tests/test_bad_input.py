@@ -202,3 +202,38 @@ def test_json_nested_a_little_is_still_read(client, token, thread_id):
                          content_type="application/json", headers={"X-CSRF-Token": token, **JSON})
     assert answer.status_code == 400
     assert answer.json["message"] == "Write a message first: 'content' is empty."
+
+
+# -- one definition of "empty" -----------------------------------------------------------------
+BLANKS = ["", " ", "\n\t", "\u00a0", "\u2003\u3000", "\u200b", "\u200b\u200c\u200d",
+          "\u2060", "\ufeff", " \u200b\u00a0\ufeff\n"]
+
+
+@pytest.mark.parametrize("blank", BLANKS)
+def test_blank_content_is_refused_the_same_way_everywhere(app, client, token, blank):
+    thread_id = new_thread(client, token)
+    sent = send(client, token, thread_id, "Original")
+    app.extensions["relay"].claim_and_start(sent["assistant_message"]["id"]).finalized.wait(10)
+    before = stored_messages(app)
+    headers = {"X-CSRF-Token": token, **JSON}
+    for path in (f"/threads/{thread_id}/messages", f"/messages/{sent['user_message']['id']}/edit",
+                 "/threads"):
+        for kwargs in ({"json": {"content": blank}}, {"data": {"content": blank}}):
+            answer = client.post(path, headers=headers, **kwargs)
+            assert answer.status_code == 400, (path, answer.text)
+            assert answer.json["message"] == "Write a message first: 'content' is empty."
+    for kwargs in ({"json": {"title": blank}}, {"data": {"title": blank}}):
+        answer = client.post(f"/threads/{thread_id}/rename", headers=headers, **kwargs)
+        assert answer.status_code == 400
+        assert answer.json["message"] == "A thread's title cannot be empty."
+    assert stored_messages(app) == before
+    assert thread_title(app, thread_id) == "Original"
+    assert count(app, Thread) == 1
+
+
+def test_invisible_characters_inside_real_text_are_kept(app, client, token, thread_id):
+    text = "\u200bword\u00a0joined\u200dhere\ufeff"
+    assert send(client, token, thread_id, text)["user_message"]["content"] == text
+    renamed = client.post(f"/threads/{thread_id}/rename", json={"title": "a\u200bb"},
+                          headers={"X-CSRF-Token": token, **JSON})
+    assert renamed.json["thread"]["title"] == "a\u200bb"
