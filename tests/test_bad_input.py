@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Message, Thread, db
-from tests.conftest import JSON, new_thread, send
+from tests.conftest import JSON, csrf_of, new_thread, send
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -237,3 +237,66 @@ def test_invisible_characters_inside_real_text_are_kept(app, client, token, thre
     renamed = client.post(f"/threads/{thread_id}/rename", json={"title": "a\u200bb"},
                           headers={"X-CSRF-Token": token, **JSON})
     assert renamed.json["thread"]["title"] == "a\u200bb"
+
+
+# -- share links and the Host header -------------------------------------------------------------
+def share_from(client, token: str, thread_id: int, **headers: str):
+    if "Host" in headers:  # the browser's cookie goes to that host too
+        cookie = client.get_cookie("relay_session")
+        client.set_cookie("relay_session", cookie.value, domain=headers["Host"])
+    return client.post(f"/threads/{thread_id}/share",
+                       headers={"X-CSRF-Token": token, **JSON, **headers})
+
+
+def test_a_share_link_never_carries_the_requests_host(app, client, token, thread_id):
+    answer = share_from(client, token, thread_id, Host="evil.example",
+                        **{"X-Forwarded-Host": "evil.example"})
+    assert answer.status_code == 201
+    link = answer.json["share_url"]
+    assert "evil.example" not in link
+    assert link.startswith("http://localhost/s/")  # the address it listens on
+    page = client.get(f"/threads/{thread_id}", headers={"Host": "evil.example"})
+    assert "evil.example" not in page.text
+    fragment = client.post(f"/threads/{thread_id}/share",
+                           headers={"X-CSRF-Token": token, "HX-Request": "true",
+                                    "Host": "evil.example"})
+    assert "evil.example" not in fragment.text and link in fragment.text
+
+
+def test_a_share_link_is_built_from_public_url(app, client, token, thread_id):
+    app.config["PUBLIC_URL"] = "https://relay.example.com/"
+    link = share_from(client, token, thread_id, Host="evil.example").json["share_url"]
+    assert link.startswith("https://relay.example.com/s/")
+    page = client.get(f"/threads/{thread_id}", headers={"Host": "evil.example"})
+    assert f'value="{link}"' in page.text
+
+
+def test_behind_a_trusted_proxy_the_share_link_has_the_proxys_host(tmp_path):
+    from app import create_app
+    from config import TestConfig
+
+    app = create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'relay.sqlite3'}",
+                                  "TRUSTED_PROXIES": 1})
+    try:
+        with app.app_context():
+            db.create_all()
+        client = app.test_client()
+        token = csrf_of(client)
+        thread_id = new_thread(client, token)
+        link = share_from(client, token, thread_id, **{
+            "X-Forwarded-Host": "relay.example.org", "X-Forwarded-Proto": "https"}
+        ).json["share_url"]
+        assert link.startswith("https://relay.example.org/s/")
+    finally:
+        app.extensions["relay"].shutdown(timeout=2)
+
+
+@pytest.mark.parametrize("url", ["relay.example.com", "ftp://relay.example.com",
+                                 "https://", "https://relay.example.com/?x=1"])
+def test_a_public_url_links_cannot_be_built_on_stops_the_start(tmp_path, url):
+    from app import create_app
+    from config import TestConfig
+
+    with pytest.raises(ValueError, match="PUBLIC_URL"):
+        create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}",
+                                "PUBLIC_URL": url})

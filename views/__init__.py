@@ -63,6 +63,7 @@ def register_blueprints(app: Flask) -> None:
                                    "poll_interval_ms": app.config["POLL_INTERVAL_MS"],
                                    "status_labels": STATUS_LABELS})
     app.add_template_global(compared_versions)
+    app.add_template_global(pages.share_url)
     app.add_template_global(api.MAX_COMPARED, "max_compared")
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)
