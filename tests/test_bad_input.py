@@ -300,3 +300,42 @@ def test_a_public_url_links_cannot_be_built_on_stops_the_start(tmp_path, url):
     with pytest.raises(ValueError, match="PUBLIC_URL"):
         create_app(TestConfig, {"DATABASE_URL": f"sqlite:///{tmp_path / 'r.sqlite3'}",
                                 "PUBLIC_URL": url})
+
+
+# -- websocket upgrades (the handshake itself is tested under gunicorn) -----------------------
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg=="}
+
+
+@pytest.mark.parametrize(("changes", "status"), [
+    ({"Sec-WebSocket-Version": None}, 426), ({"Sec-WebSocket-Version": "99"}, 426),
+    ({"Sec-WebSocket-Key": None}, 400), ({"Sec-WebSocket-Key": "x" * 5000}, 400),
+    ({"Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2Rl"}, 400),  # 15 bytes
+    ({"Upgrade": None, "Connection": None}, 426),
+])
+def test_a_malformed_websocket_upgrade_is_a_4xx_before_any_socket(app, client, thread_id,
+                                                                    changes, status):
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    headers = {k: v for k, v in {**UPGRADE, **changes}.items() if v is not None}
+    answer = client.get(f"/threads/{thread_id}/ws", headers={**headers, **JSON})
+    assert answer.status_code == status, answer.text
+    assert answer.json["message"]
+    if status == 426:
+        assert answer.headers["Sec-WebSocket-Version"] == "13"
+        assert answer.headers["Upgrade"] == "websocket"
+
+
+def test_a_websocket_upgrade_to_a_page_is_a_4xx(client, thread_id):
+    answer = client.get("/", headers={**UPGRADE, **JSON})
+    assert answer.status_code == 400
+    assert answer.json["message"] == "This address is not a websocket."
+    assert client.get(f"/threads/{thread_id}", headers={**UPGRADE, **JSON}).status_code == 405
+
+
+def test_a_strangers_upgrade_is_a_404_and_a_bad_key_a_400_whoever_asks(client, thread_id,
+                                                                        stranger):
+    answer = stranger.get(f"/threads/{thread_id}/ws", headers={**UPGRADE, **JSON})
+    assert answer.status_code == 404 and answer.json["message"] == "No such thread."
+    bad_key = {**UPGRADE, "Sec-WebSocket-Key": "short", **JSON}
+    assert stranger.get(f"/threads/{thread_id}/ws", headers=bad_key).status_code == 400
+    assert stranger.get("/threads/999/ws", headers=bad_key).status_code == 400
