@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import re
+import signal
 import socket
+import sqlite3
 import time
 
 import pytest
@@ -13,6 +15,7 @@ import websocket
 
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient
+from streaming.sse import decode_delta
 
 from .test_server_streaming import terminal
 
@@ -148,3 +151,52 @@ def test_bad_bytes_on_the_wire_are_a_400_and_nothing_is_stored(relay, head, body
     assert re.search(rb"not valid UTF-8|nested too deeply", answer)
     assert len(client.get_json("/").json()["threads"]) == before
     assert tracebacks(relay, since) == []
+
+
+# -- SIGTERM ---------------------------------------------------------------------------------
+def test_sigterm_exits_as_soon_as_the_reply_is_marked_interrupted(server_factory, upstream):
+    relay = server_factory(GRACEFUL_TIMEOUT="20")
+    browser = RelayClient(relay.base_url).open()
+    text = " ".join(f"term{i}" for i in range(800))
+    thread_id = browser.new_thread()
+    sent = browser.send(thread_id, upstream.script(Reply.words(text, token_delay_s=0.02)))
+    reply_id = sent["assistant_message"]["id"]
+    received: list[str] = []
+    with browser.stream(sent["stream_url"]) as conn:
+        events = iter(conn)
+        for event in events:
+            received.append(decode_delta(event.data))
+            if len(received) == 30:
+                break
+        # An idle keep-alive connection, as a browser keeps one between requests, and a
+        # websocket follower: neither may hold the worker up.
+        idle = socket.create_connection(("127.0.0.1", int(relay.base_url.rsplit(":", 1)[1])))
+        idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        idle.recv(65536)
+        follower = websocket.create_connection(
+            relay.base_url.replace("http://", "ws://") + f"/threads/{thread_id}/ws",
+            cookie=browser.cookie_header(), timeout=10)
+        follower.recv()
+        relay.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        end = None
+        for event in events:
+            if event.event == "delta":
+                received.append(decode_delta(event.data))
+            else:
+                end = event.event
+                break
+    relay.process.wait(30)
+    exited_in = time.monotonic() - signalled
+    idle.close()
+    follower.close()
+    assert end == "error"  # the stream ends with its terminal event
+    database = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        status, content = conn.execute("SELECT status, content FROM messages WHERE id = ?",
+                                       (reply_id,)).fetchone()
+    assert status == "interrupted"
+    assert content == "".join(received) and text.startswith(content) and len(content) > 30
+    assert exited_in < 3, f"the server took {exited_in:.1f} s to exit"
+    assert tracebacks(relay, 0) == []
+    assert "Worker graceful timeout" not in relay.log()
