@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from typing import NoReturn
 
 from flask import Blueprint, abort, current_app, g, render_template, request
 from flask_sock import Sock
@@ -47,10 +46,10 @@ def check_upgrade(headers) -> None:
     the version we speak for another version, 400 for a missing or malformed key. (Routing
     has already seen 'Upgrade: websocket' and 'Connection: Upgrade': see init_sockets.)"""
     if headers.get("Sec-WebSocket-Version", "").strip() != WEBSOCKET_VERSION:
-        _refuse(426, f"Unsupported websocket version: send 'Sec-WebSocket-Version: "
-                     f"{WEBSOCKET_VERSION}'.")
+        raise UpgradeRequired(description="Unsupported websocket version: send "
+                                          f"'Sec-WebSocket-Version: {WEBSOCKET_VERSION}'.")
     if not _valid_key(headers.get("Sec-WebSocket-Key", "")):
-        _refuse(400, "'Sec-WebSocket-Key' must be 16 random bytes in base64.")
+        raise BadRequest(description="'Sec-WebSocket-Key' must be 16 random bytes in base64.")
 
 
 def _valid_key(key: str) -> bool:
@@ -71,10 +70,6 @@ class UpgradeRequired(HTTPException):
     def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
         return [*super().get_headers(environ, scope), ("Upgrade", "websocket"),
                 ("Sec-WebSocket-Version", WEBSOCKET_VERSION)]
-
-
-def _refuse(status: int, message: str) -> NoReturn:
-    raise (UpgradeRequired if status == 426 else BadRequest)(description=message)
 
 
 @sock.route("/threads/<id:thread_id>/ws", bp=bp)

@@ -115,7 +115,6 @@ class StrictRequest(Request):
 
     form_data_parser_class = StrictFormDataParser
     _json_checked = False
-
     _form_error: NotUTF8 | None = None
 
     @cached_property
