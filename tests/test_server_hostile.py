@@ -153,6 +153,30 @@ def test_bad_bytes_on_the_wire_are_a_400_and_nothing_is_stored(relay, head, body
     assert tracebacks(relay, since) == []
 
 
+@pytest.mark.parametrize("path", ["/threads", "/threads/broadcast"])
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded", b"thread_ids=1&content=%ff%fe"),
+    ("application/json", b'{"thread_ids": [1], "content": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+], ids=["form", "deep-json"])
+def test_a_chunked_body_is_checked_as_it_is_read_without_an_error_logged(relay, path,
+                                                                         content_type, body):
+    # Sent chunked, the body's length is unknown up front: the rate limit reads it first.
+    client = RelayClient(relay.base_url).open()
+    token = re.search(r'name="csrf-token" content="([^"]+)"',
+                      client.request("GET", "/").text).group(1)
+    since = len(relay.log())
+    chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    status, _, answer = raw_request(relay, (
+        f"POST {path} HTTP/1.1\nHost: 127.0.0.1\nAccept: application/json\n"
+        f"X-CSRF-Token: {token}\nCookie: {client.cookie_header()}\n"
+        f"Content-Type: {content_type}\nTransfer-Encoding: chunked\nConnection: close\n"),
+        chunked)
+    assert status == 400, answer[:300]
+    assert re.search(rb"not valid UTF-8|nested too deeply", answer)
+    assert tracebacks(relay, since) == []
+    assert client.get_json("/").json()["threads"] == []
+
+
 # -- SIGTERM ---------------------------------------------------------------------------------
 def test_sigterm_exits_as_soon_as_the_reply_is_marked_interrupted(server_factory, upstream):
     relay = server_factory(GRACEFUL_TIMEOUT="20")

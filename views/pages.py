@@ -16,6 +16,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import and_, exists, or_, select
+from werkzeug.exceptions import BadRequest
 
 from models import Message, Thread, db, utcnow
 from models.tree import ThreadTree
@@ -164,10 +165,15 @@ SUGGESTIONS = (
 
 
 def _has_prompt() -> bool:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        return isinstance(body, dict) and "content" in body
-    return "content" in request.form
+    try:
+        if request.is_json:
+            body = request.get_json(silent=True)
+            return isinstance(body, dict) and "content" in body
+        return "content" in request.form
+    except BadRequest:
+        # A body refused as it is read (sent chunked, so not checked up front): counted,
+        # and the view answers why. The rate limiter would swallow the error.
+        return True
 
 
 @bp.post("/threads")
