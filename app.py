@@ -7,11 +7,13 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import Flask
 from flask_migrate import Migrate
 from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import sessionmaker
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config
 from llm import make_models
@@ -31,6 +33,11 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     if overrides:
         app.config.update(overrides)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    _check_public_url(app.config.get("PUBLIC_URL"))
+    if app.config.get("TRUSTED_PROXIES"):
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
+                                x_port=hops)
 
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _instance_secret_key(Path(app.instance_path))
@@ -73,6 +80,17 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
         # logged by the provider with their reason.
         logging.getLogger("httpx2").setLevel(logging.WARNING)
     return app
+
+
+def _check_public_url(url: str | None) -> None:
+    """A PUBLIC_URL that links cannot be built on stops the start with a message."""
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or \
+            parts.fragment:
+        raise ValueError(f"PUBLIC_URL must be an http(s) origin such as "
+                         f"https://relay.example.com, not {url!r}")
 
 
 def database_url(url: str | None, instance: Path) -> str:

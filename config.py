@@ -37,8 +37,12 @@ class Config:
     DATABASE_URL = _env("DATABASE_URL")  # default: SQLite in the instance folder
     REDIS_URL = _env("REDIS_URL")
     # The origin absolute links (share links) are built from, e.g. https://relay.example.com;
-    # unset, the request's own host is used (one machine, no proxy in front).
+    # unset, the host a trusted proxy names, else the address gunicorn listens on (never the
+    # Host header a client chose).
     PUBLIC_URL = _env("PUBLIC_URL")
+    # How many proxies (nginx, a load balancer) stand in front and set X-Forwarded-For,
+    # -Proto and -Host: their values are believed only then (werkzeug's ProxyFix).
+    TRUSTED_PROXIES = _int("TRUSTED_PROXIES", 0)
     # SQLite waits this long for a lock, blocking its worker's event loop meanwhile.
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 

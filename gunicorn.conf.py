@@ -18,20 +18,51 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 
 
 def post_worker_init(worker):
-    """Start this worker's background work, and end its replies cleanly on SIGTERM."""
+    """Start this worker's background work, and on SIGTERM exit as soon as its replies are
+    saved as `interrupted` and its requests answered."""
     import signal
+    import time
 
     import gevent
 
     engine = worker.wsgi.extensions["relay"]
     engine.start_background()
     stop_accepting = worker.handle_exit
+    answering = _count_requests(worker)
+
+    def shut_down():
+        # Every reply flushed and marked now, so their streams end with their last event.
+        engine.shutdown()
+        deadline = time.monotonic() + worker.cfg.graceful_timeout
+        while answering() and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        # What is left is idle: kept-alive connections and websocket followers, which
+        # reconnect elsewhere. Gunicorn would wait out their keep-alive; leave now instead.
+        hub = gevent.get_hub()
+        hub.loop.run_callback(hub.parent.throw, SystemExit(0))
 
     def handle_term(sig, frame):
         stop_accepting(sig, frame)
-        # Flush every reply as `interrupted` now, so the streams end and the worker exits
-        # at once instead of waiting out graceful_timeout.
-        gevent.spawn(engine.shutdown)
+        gevent.spawn(shut_down)
 
     signal.signal(signal.SIGTERM, handle_term)
     signal.siginterrupt(signal.SIGTERM, False)
+
+
+def _count_requests(worker):
+    """Count the requests this worker is answering (websockets aside: a follower waits for
+    news for as long as it is open); returns a function that tells how many."""
+    running = [0]
+    handle_request = worker.handle_request
+
+    def counted(listener_name, req, sock, addr):
+        websocket = any(name == "UPGRADE" and value.lower() == "websocket"
+                        for name, value in req.headers)
+        running[0] += not websocket
+        try:
+            return handle_request(listener_name, req, sock, addr)
+        finally:
+            running[0] -= not websocket
+
+    worker.handle_request = counted
+    return lambda: running[0]

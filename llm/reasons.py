@@ -25,6 +25,7 @@ _BEARER = re.compile(r"(?i)\bbearer\s+\S+")
 # Long opaque runs of letters and digits look like credentials whatever their prefix.
 _OPAQUE_TOKEN = re.compile(r"\b(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{32,}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_HTML = re.compile(r"<(?:!doctype|html|head|body|title|h1|p|pre|center)\b", re.IGNORECASE)
 
 
 def status_error(status: int, headers: Any, server_message: str | None, *, model: str,
@@ -83,13 +84,13 @@ def transport_error(cause: BaseException, *, server: str, connect_timeout: float
 
 
 def server_message(message: object, api_key: str | None) -> str | None:
-    """A server's own error message fit to show, scrubbed of credentials; None if unusable."""
+    """A server's own error message fit to show, scrubbed of credentials and shortened to
+    MAX_SERVER_MESSAGE_CHARS; None if unusable."""
     if not isinstance(message, str):
         return None
     message = " ".join(_CONTROL.sub(" ", message).split())
-    if not message or len(message) >= MAX_SERVER_MESSAGE_CHARS or "<" in message:
-        # Long or HTML bodies are proxy error pages or dumps, not messages for people.
-        return None
+    if not message or _HTML.search(message):
+        return None  # an HTML body is a proxy's error page, not a message for people
     if api_key and api_key in message:
         if len(api_key) < 8:
             # Replacing a key this short would mangle ordinary words; drop the message.
@@ -98,7 +99,8 @@ def server_message(message: object, api_key: str | None) -> str | None:
     message = _SK_TOKEN.sub("[redacted]", message)
     message = _BEARER.sub("Bearer [redacted]", message)
     message = _OPAQUE_TOKEN.sub("[redacted]", message)
-    return message
+    # Scrubbed first, cut after: a secret cut in two would no longer be recognised.
+    return clip(message, MAX_SERVER_MESSAGE_CHARS)
 
 
 def retry_after_seconds(headers: Any) -> float | None:

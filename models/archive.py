@@ -16,6 +16,7 @@ from . import (
     db,
     utcnow,
 )
+from .text import is_blank
 
 FORMAT = "relay.thread"
 VERSION = 1
@@ -103,7 +104,7 @@ def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
     if len(records) > MAX_MESSAGES:
         raise ArchiveError(f"Too many messages ({len(records)}); the limit is {MAX_MESSAGES}.")
     title = _field(source, "title", str, "the thread", default=DEFAULT_TITLE).strip()
-    if not title or len(title) > TITLE_MAX_CHARS or _has_controls(title):
+    if is_blank(title) or len(title) > TITLE_MAX_CHARS or _has_controls(title):
         raise ArchiveError(f"The thread's 'title' must be one line of 1 to {TITLE_MAX_CHARS} "
                            "characters.")
     chosen = _field(source, "title_chosen", bool, "the thread", default=False)

@@ -375,8 +375,8 @@ def base_export(**changes) -> dict:
 
 @pytest.mark.parametrize("body,why", [
     (b"not json", "not valid JSON"),
-    (b"\xff\xfe", "not valid JSON"),
-    (b"[" * 100000, "not valid JSON"),
+    (b"\xff\xfe", "not valid UTF-8"),
+    (b"[" * 100000, "nested too deeply"),
     (b"[]", "not a Relay thread export"),
     (json.dumps(base_export(format="other")).encode(), "not a Relay thread export"),
     (json.dumps(base_export(version=2)).encode(), "version"),

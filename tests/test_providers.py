@@ -164,10 +164,36 @@ def test_retry_after_as_an_http_date(fake, provider):
     assert err.retry_after is not None and 20 < err.retry_after <= 31
 
 
-def test_long_server_messages_are_left_out(fake, provider):
-    fake.enqueue(Reply(tokens=[], status=500, error_message="x" * 400))
+def test_a_long_server_message_is_shortened_not_dropped(fake, provider):
+    said = "The engine is overloaded: " + " ".join(f"detail{i}" for i in range(60))
+    fake.enqueue(Reply(tokens=[], status=529, error_message=said))
     _, err = collect(provider.stream(HISTORY))
-    assert err is not None and str(err) == "The model server returned HTTP 500."
+    assert err is not None and err.status == 529
+    prefix = "The model is overloaded (HTTP 529); try again shortly. Server said: "
+    assert str(err).startswith(prefix + "The engine is overloaded: detail0 detail1")
+    shown = str(err).removeprefix(prefix)
+    assert len(shown) == 200 and shown.endswith("…") and said.startswith(shown[:-1])
+    assert_user_facing(err)
+
+
+def test_a_secret_where_a_long_message_is_cut_is_still_scrubbed(fake, provider):
+    # The key straddles the 200th character: scrubbing before cutting still finds it.
+    said = "x" * 180 + f" key {KEY} rejected " + "y" * 100
+    fake.enqueue(Reply(tokens=[], status=500, error_message=said))
+    _, err = collect(provider.stream(HISTORY))
+    assert err is not None and KEY[:8] not in str(err) and "[redacted]" in str(err)
+    assert_user_facing(err)
+
+
+@pytest.mark.parametrize(("said", "shown"), [
+    ("<html><body><h1>502 Bad Gateway</h1></body></html>", None),
+    ("<!DOCTYPE html><title>Error</title>", None),
+    ("max_tokens must be <= 4096", "max_tokens must be <= 4096"),
+])
+def test_an_html_page_is_left_out_but_a_message_with_a_less_than_sign_is_kept(said, shown):
+    from llm.reasons import server_message
+
+    assert server_message(said, KEY) == shown
 
 
 def test_error_event_mid_stream_after_earlier_tokens(fake, provider):

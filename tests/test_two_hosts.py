@@ -30,8 +30,9 @@ pytestmark = pytest.mark.server
 
 # Small enough that a dead host's reply is marked within seconds.
 STALE_AFTER_S = 3
+# nginx is the one trusted proxy in front: links carry the host it passes on.
 HOST_ENV = {"STALE_AFTER_S": str(STALE_AFTER_S), "SWEEP_INTERVAL_S": "0.5",
-            "HEARTBEAT_S": "0.5"}
+            "HEARTBEAT_S": "0.5", "TRUSTED_PROXIES": "1"}
 TERMINAL = ("complete", "error", "aborted", "interrupted")
 
 
@@ -181,7 +182,8 @@ def test_nginx_streams_unbuffered_uncompressed_and_keeps_the_public_host(hosts, 
     thread = browser.new_thread()
     share = browser.post_json(f"/threads/{thread}/share")
     assert share.status == 201
-    # Relay builds absolute links from the Host nginx passes on: the public one, port and all.
+    # Relay builds absolute links from the host nginx (a trusted proxy) passes on: the
+    # public one, port and all.
     assert share.json()["share_url"].startswith(proxy.base_url + "/s/")
 
     # The model's first word, then a long silence: the word must not wait in a buffer.

@@ -14,6 +14,7 @@ from .access import register_access
 from .feeds import FollowerFeeds
 from .headers import register_security_headers
 from .limits import init_limits
+from .strict_request import StrictRequest
 
 
 class IdConverter(BaseConverter):
@@ -50,6 +51,10 @@ def register_blueprints(app: Flask) -> None:
     from .timefmt import time_ago
 
     app.url_map.converters["id"] = IdConverter
+    # First of all: text that is not UTF-8 is refused before anything (CSRF, rate limits)
+    # reads it.
+    app.request_class = StrictRequest
+    app.before_request(lambda: request.check_text())
     register_access(app)
     register_security_headers(app)
     init_limits(app)
@@ -61,6 +66,7 @@ def register_blueprints(app: Flask) -> None:
                                    "reply_cursor": reply_cursor,
                                    "reply_stage": reply_stage})
     app.add_template_global(compared_versions)
+    app.add_template_global(pages.share_url)
     app.add_template_global(api.MAX_COMPARED, "max_compared")
     app.register_blueprint(pages.bp)
     app.register_blueprint(messages.bp)

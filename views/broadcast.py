@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, request, url_for
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from models import Thread, db
 
@@ -56,9 +56,12 @@ def thread_ids_from_request() -> list[int]:
 
 def prompts_asked() -> int:
     """What a broadcast counts against the posting limit: a prompt per thread named."""
-    body = request.get_json(silent=True) if request.is_json else None
-    raw = body.get("thread_ids") if isinstance(body, dict) else request.form.getlist(
-        "thread_ids")
+    try:
+        body = request.get_json(silent=True) if request.is_json else None
+        raw = body.get("thread_ids") if isinstance(body, dict) else request.form.getlist(
+            "thread_ids")
+    except BadRequest:
+        return 1  # a body refused as it is read (see pages._has_prompt): the view says why
     return min(max(len(raw) if isinstance(raw, list) else 1, 1), MAX_THREADS)
 
 

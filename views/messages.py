@@ -31,6 +31,7 @@ from models import (
     db,
     utcnow,
 )
+from models.text import is_blank
 from models.tree import adopt_linear_thread
 from streaming.parts import cursor_of
 
@@ -58,7 +59,7 @@ def prompt_from_request() -> str:
         content = body.get("content") if isinstance(body, dict) else None
     else:
         content = request.form.get("content")
-    if not isinstance(content, str) or not content.strip():
+    if not isinstance(content, str) or is_blank(content):
         abort(400, description="Write a message first: 'content' is empty.")
     try:
         content.encode("utf-8")

@@ -16,6 +16,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import and_, exists, or_, select
+from werkzeug.exceptions import BadRequest
 
 from models import Message, Thread, db, utcnow
 from models.tree import ThreadTree
@@ -98,9 +99,32 @@ def id_arg(name: str) -> int | None:
 
 
 def absolute_url(path: str) -> str:
-    """`path` on PUBLIC_URL's origin; on the request's own host when it is not set."""
+    """`path` on PUBLIC_URL; else on the host a trusted proxy names (TRUSTED_PROXIES); else
+    on the address Relay listens on. Never on the Host header a client chose."""
     public = current_app.config.get("PUBLIC_URL")
-    return (public.rstrip("/") if public else request.host_url.rstrip("/")) + path
+    if public:
+        return public.rstrip("/") + path
+    if current_app.config.get("TRUSTED_PROXIES"):
+        return request.host_url.rstrip("/") + path  # set from X-Forwarded-Host by ProxyFix
+    return listening_origin() + path
+
+
+def listening_origin() -> str:
+    """scheme://address:port this server was reached on, from the socket (not the Host
+    header); empty (a relative link) when it listens on every address."""
+    host = request.environ.get("SERVER_NAME", "")
+    if host in ("", "0.0.0.0", "::"):
+        return ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = str(request.environ.get("SERVER_PORT", ""))
+    default = {"http": "80", "https": "443"}.get(request.scheme)
+    return f"{request.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def share_url(thread: Thread) -> str:
+    """The thread's read-only link, to copy and send."""
+    return absolute_url(url_for("pages.share_show", token=thread.share_token))
 
 
 def engine():
@@ -141,10 +165,15 @@ SUGGESTIONS = (
 
 
 def _has_prompt() -> bool:
-    if request.is_json:
-        body = request.get_json(silent=True)
-        return isinstance(body, dict) and "content" in body
-    return "content" in request.form
+    try:
+        if request.is_json:
+            body = request.get_json(silent=True)
+            return isinstance(body, dict) and "content" in body
+        return "content" in request.form
+    except BadRequest:
+        # A body refused as it is read (sent chunked, so not checked up front): counted,
+        # and the view answers why. The rate limiter would swallow the error.
+        return True
 
 
 @bp.post("/threads")
@@ -207,9 +236,8 @@ def share_create(thread_id: int):
     if not thread.share_token:
         thread.share_token = Thread.new_share_token()
         db.session.commit()
-    url = absolute_url(url_for("pages.share_show", token=thread.share_token))
     if wants_json():
-        return jsonify(share_url=url), 201
+        return jsonify(share_url=share_url(thread)), 201
     if is_htmx():
         return render_template("_share.html", thread=thread)
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
+
 from flask import Blueprint, abort, current_app, g, render_template, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 from sqlalchemy import select
+from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.routing.exceptions import WebsocketMismatch
 
 from models import ACTIVE_STATUSES, Message, Thread, db
 from models.tree import ThreadTree, compared_replies
@@ -15,6 +22,7 @@ from .fragments import render_message, render_new_messages_oob, render_path_oob
 from .pages import engine, message_page, message_texts, versions_of
 from .usage import render_thread_cost
 
+log = logging.getLogger(__name__)
 sock = Sock()
 bp = Blueprint("sockets", __name__)
 RECEIVE_POLL_S = 1.0  # how often an idle handler notices a socket closed under it
@@ -26,7 +34,42 @@ def _check_access() -> None:
     thread_id = (request.view_args or {}).get("thread_id")
     if thread_id is None:
         abort(404)
+    check_upgrade(request.headers)
     readable_thread(thread_id)
+
+
+WEBSOCKET_VERSION = "13"
+
+
+def check_upgrade(headers) -> None:
+    """Refuse a websocket opening handshake that RFC 6455 (4.2.1) does not allow: 426 with
+    the version we speak for another version, 400 for a missing or malformed key. (Routing
+    has already seen 'Upgrade: websocket' and 'Connection: Upgrade': see init_sockets.)"""
+    if headers.get("Sec-WebSocket-Version", "").strip() != WEBSOCKET_VERSION:
+        raise UpgradeRequired(description="Unsupported websocket version: send "
+                                          f"'Sec-WebSocket-Version: {WEBSOCKET_VERSION}'.")
+    if not _valid_key(headers.get("Sec-WebSocket-Key", "")):
+        raise BadRequest(description="'Sec-WebSocket-Key' must be 16 random bytes in base64.")
+
+
+def _valid_key(key: str) -> bool:
+    key = key.strip()
+    if len(key) != 24:  # 16 bytes in base64, padding included
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except binascii.Error:
+        return False
+
+
+class UpgradeRequired(HTTPException):
+    """426: the client must speak websocket version 13 here (RFC 6455 4.4)."""
+
+    code = 426
+
+    def get_headers(self, environ=None, scope=None) -> list[tuple[str, str]]:
+        return [*super().get_headers(environ, scope), ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", WEBSOCKET_VERSION)]
 
 
 @sock.route("/threads/<id:thread_id>/ws", bp=bp)
@@ -36,17 +79,22 @@ def thread_socket(ws, thread_id: int) -> None:
     readonly = not is_owner(thread)
     feeds = current_app.extensions["relay_feeds"]
     db.session.close()  # following may wait for the broker: hold no connection meanwhile
-    with feeds.follow(thread.id, readonly, request.environ) as follower:
-        frame = _state_frame(thread, readonly)
-        db.session.close()  # a slow client must not hold a connection while we send
-        ws.send(frame)
-        while ws.connected and not follower.dropped:
-            frame = follower.next_frame(RECEIVE_POLL_S)
-            if frame is not None:
-                ws.send(frame)
-    if follower.dropped:
-        # Too far behind to catch up frame by frame: the page reconnects and starts afresh.
-        ws.close(reason=1013, message="Too far behind; reconnect.")
+    try:
+        with feeds.follow(thread.id, readonly, request.environ) as follower:
+            frame = _state_frame(thread, readonly)
+            db.session.close()  # a slow client must not hold a connection while we send
+            ws.send(frame)
+            while ws.connected and not follower.dropped:
+                frame = follower.next_frame(RECEIVE_POLL_S)
+                if frame is not None:
+                    ws.send(frame)
+        if follower.dropped:
+            # Too far behind to catch up frame by frame: the page reconnects afresh.
+            ws.close(reason=1013, message="Too far behind; reconnect.")
+    except (ConnectionClosed, OSError) as err:
+        # A tab closed or a network gone: normal for a follower, not an error.
+        log.debug("websocket follower of thread %s left: %s", thread.id,
+                  type(err).__name__)
 
 
 def _state_frame(thread: Thread, readonly: bool) -> str:
@@ -175,3 +223,17 @@ def init_sockets(app) -> None:
     app.config.setdefault("SOCK_SERVER_OPTIONS", {
         "ping_interval": app.config["WS_PING_INTERVAL_S"], "max_message_size": 4096})
     sock.init_app(app)
+    app.register_error_handler(WebsocketMismatch, _mismatch)
+
+
+def _mismatch(err: WebsocketMismatch):
+    """A plain request to a websocket address (426: upgrade), or an upgrade to a page (400)."""
+    from . import _http_error
+
+    connection = {token.strip().lower() for token in request.headers.get("Connection",
+                                                                         "").split(",")}
+    if "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket":
+        return _http_error(BadRequest(description="This address is not a websocket."))
+    return _http_error(UpgradeRequired(
+        description="This address is a websocket: open it with 'Upgrade: websocket' and "
+                    "'Connection: Upgrade'."))

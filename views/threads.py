@@ -29,6 +29,7 @@ from models import (
     db,
 )
 from models.archive import ArchiveError, import_thread, thread_json, thread_markdown
+from models.text import is_blank
 from models.tree import ThreadTree
 
 from . import is_htmx, wants_json
@@ -53,7 +54,7 @@ def title_from_request() -> str:
     if not isinstance(title, str):
         abort(400, description="Send the new name as 'title'.")
     title = title.strip()
-    if not title:
+    if is_blank(title):
         abort(400, description="A thread's title cannot be empty.")
     if len(title) > TITLE_MAX_CHARS:
         abort(400, description=f"The title is {len(title)} characters long; "
@@ -176,8 +177,12 @@ def thread_import():
         abort(400, description="Choose a Relay JSON export to import.")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        abort(400, description="The file is not valid JSON (UTF-8).")
+    except UnicodeDecodeError:
+        abort(400, description="The file is not valid UTF-8.")
+    except RecursionError:
+        abort(400, description="The file's JSON is nested too deeply.")
+    except ValueError:
+        abort(400, description="The file is not valid JSON.")
     try:
         thread, messages = import_thread(data, current_owner())
     except ArchiveError as err:
