@@ -12,6 +12,8 @@ import pytest
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_parts, read_parts_reconnecting
 
+from .test_server_streaming import terminal
+
 pytestmark = pytest.mark.server
 
 TRICKY = ("Line one\r\nline two\n\n<b>bold</b> & \"quotes\" 'single' &amp; &#13; "
@@ -21,22 +23,6 @@ REASONING = ("Let me think. <The user> wants & numbers; \"quoted\"\r\n" +
              " ".join(f"thought{i}" for i in range(40)))
 
 
-def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
-def terminal(client: RelayClient, message_id: int, timeout: float = 30.0) -> dict:
-    return wait_for(lambda: (m := client.message(message_id))["status"] not in
-                    ("pending", "streaming") and m, timeout)
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def two_workers(request, server_factory):
     """Two workers: a reconnect may land on the one that does not generate the reply, and
     read it from the database (PostgreSQL: its hub is LISTEN/NOTIFY)."""
@@ -106,7 +92,7 @@ def test_reasoning_and_text_resume_exactly_from_any_cursor(server, upstream):
 
     assert parts.end_event == "done" and reconnects >= 20
     assert (parts.text, parts.reasoning) == (TRICKY, REASONING)
-    stored = terminal(browser, sent["assistant_message"]["id"])
+    stored = terminal(browser, sent["assistant_message"]["id"], timeout=30.0)
     assert (stored["content"], stored["reasoning"], stored["steps"]) == (TRICKY, REASONING, [])
     assert stored["timings"]["reasoning_ms"] >= 0
     # From a compound cursor in the middle: the rest of each part, nothing else.
@@ -203,7 +189,7 @@ def test_stop_during_a_tool_call_ends_aborted_with_the_steps_kept(server_factory
     stop = browser.post_json(f"/messages/{reply_id}/cancel")
     assert stop.status in (200, 202)
 
-    stored = terminal(browser, reply_id)
+    stored = terminal(browser, reply_id, timeout=30.0)
     assert stored["status"] == "aborted"
     assert time.monotonic() - started < 30  # the 60 s tool did not run out
     assert [(s["name"], s["status"], s["result"]) for s in stored["steps"]] == [
