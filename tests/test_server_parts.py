@@ -23,6 +23,7 @@ REASONING = ("Let me think. <The user> wants & numbers; \"quoted\"\r\n" +
              " ".join(f"thought{i}" for i in range(40)))
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def two_workers(request, server_factory):
     """Two workers: a reconnect may land on the one that does not generate the reply, and
     read it from the database (PostgreSQL: its hub is LISTEN/NOTIFY)."""
@@ -84,9 +85,9 @@ def test_two_step_tool_reply_is_exact_after_20_reconnects_at_random_points(two_w
 
 def test_reasoning_and_text_resume_exactly_from_any_cursor(server, upstream):
     browser = RelayClient(server.base_url).open()
-    prompt = upstream.script(Reply.thinking(REASONING, TRICKY, token_delay_s=0.005))
+    prompt = upstream.script(Reply.thinking(REASONING, TRICKY, token_delay_s=0.01))
     sent = browser.send(browser.new_thread(), prompt)
-    cuts = random.Random(3).choices([1, 2, 3, 4], k=200)
+    cuts = random.Random(3).choices([1, 2], k=200)  # many reconnects, however events coalesce
 
     parts, reconnects = read_parts_reconnecting(browser, sent["stream_url"], cuts)
 
