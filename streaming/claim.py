@@ -47,11 +47,6 @@ def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
     return None if row is None else ClaimedReply(*row)
 
 
-def claim_generation(session: Session, message_id: int) -> bool:
-    """Move a pending message to streaming; True for exactly one caller, however many race."""
-    return claim_reply(session, message_id) is not None
-
-
 @cache
 def _claim_statements():
     # Built once, with bound parameters: building a statement costs more than running it.

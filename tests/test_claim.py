@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app import database_url
 from models import PENDING, STREAMING, Message, Thread, db
-from streaming.claim import claim_generation
+from streaming.claim import claim_reply
 
 CLAIMERS = 8
 
@@ -44,8 +44,8 @@ def pending_reply(engine) -> int:
 def test_two_claimers_one_wins(engine):
     mid = pending_reply(engine)
     with Session(engine) as first, Session(engine) as second:
-        assert claim_generation(first, mid) is True
-        assert claim_generation(second, mid) is False
+        assert claim_reply(first, mid).id == mid
+        assert claim_reply(second, mid) is None
     with Session(engine) as session:
         assert session.get(Message, mid).status == STREAMING
 
@@ -60,7 +60,7 @@ def test_many_concurrent_claimers_exactly_one_wins(engine):
         def claim(mid=mid, barrier=barrier, results=results, lock=lock):
             with Session(engine) as session:
                 barrier.wait()
-                won = claim_generation(session, mid)
+                won = claim_reply(session, mid) is not None
             with lock:
                 results.append(won)
 
@@ -78,4 +78,4 @@ def test_a_reply_that_is_not_pending_cannot_be_claimed(engine):
     with Session(engine) as session:
         session.get(Message, mid).status = "complete"
         session.commit()
-        assert claim_generation(session, mid) is False
+        assert claim_reply(session, mid) is None
