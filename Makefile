@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: run test lint bench migrate clean
+.PHONY: run test lint bench soak migrate clean translations messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,18 +23,46 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 migrate: $(VENV)/.installed
 	$(BIN)/flask --app app db upgrade
 
-run: migrate
+# The interface's languages: translations/<lang>/LC_MESSAGES/messages.po, compiled here.
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
+translations: $(MO_FILES)
+
+translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po | $(VENV)/.installed
+	$(BIN)/pybabel -q compile -i $< -o $@
+
+# After changing the interface's text: the template (.pot) again, and every catalog updated.
+messages: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F babel.cfg --no-location --sort-output -k _l -k Nn_:1,2 \
+		--project Relay --version 1 -o translations/messages.pot .
+	$(BIN)/pybabel -q update -i translations/messages.pot -d translations --no-fuzzy-matching --ignore-obsolete
+
+run: migrate translations
 	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
-test: $(VENV)/.installed-dev
+# The browser tests (Chromium, SQLite) share nothing with the others but the CPU, so the two
+# halves run side by side; `make test PYTEST_ARGS=...` runs just what it names, in one process.
+test: $(VENV)/.installed-dev translations
 	$(BIN)/ruff check .
+ifeq ($(strip $(PYTEST_ARGS)),)
+	@rc=0; brc=0; mkdir -p test-artifacts; \
+	$(BIN)/python -m pytest -p no:cacheprovider tests/browser > test-artifacts/browser-tests.log 2>&1 & bpid=$$!; \
+	$(BIN)/python -m pytest --ignore=tests/browser || rc=$$?; \
+	wait $$bpid || brc=$$?; \
+	echo; echo "==== browser tests (run alongside) ===="; cat test-artifacts/browser-tests.log; \
+	[ $$rc -eq 0 ] && [ $$brc -eq 0 ]
+else
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.relay_bench $(BENCH_ARGS)
+
+# Minutes of load and faults on a private PostgreSQL and Redis, then checked (bench/README.md).
+soak: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

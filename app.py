@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from flask import Flask
 from flask_migrate import Migrate
 from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -19,11 +21,28 @@ from config import Config
 from llm import make_models
 from llm.pricing import parse_prices
 from models import db
+from observability.logs import SECRET_SETTINGS, configure_logging
+from observability.metrics import make_metrics
+from observability.requests import init_request_observing, log_context
 from streaming.engine import ReplyEngine
 from streaming.hub import Hub, InProcessHub
 from streaming.watcher import DatabaseWatcher
 
 migrate = Migrate()
+
+
+def _end_session(exc: BaseException | None) -> None:
+    """End the request's session; a connection the server dropped meanwhile (a database
+    restart) cannot be rolled back, so it is discarded rather than failing the request
+    after its answer was made."""
+    try:
+        db.session.remove()
+    except (OperationalError, InterfaceError) as err:
+        logging.getLogger(__name__).warning("dropped a database connection that was lost: %s",
+                                            getattr(err, "orig", None) or err)
+        with contextlib.suppress(Exception):  # already broken: the pool replaces it
+            db.session.invalidate()
+        db.session.registry.clear()
 
 
 def create_app(config_class: type[Config] = Config, overrides: dict | None = None) -> Flask:
@@ -34,6 +53,12 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
         app.config.update(overrides)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     _check_public_url(app.config.get("PUBLIC_URL"))
+    if app.config["LOG_FORMAT"] not in ("text", "json"):
+        raise ValueError(f"LOG_FORMAT must be text or json, not {app.config['LOG_FORMAT']!r}")
+    from views.metrics import parse_allow
+
+    app.extensions["relay_metrics_allow"] = parse_allow(app.config["METRICS_ALLOW"] or "")
+    app.extensions["relay_metrics"] = metrics = make_metrics(app.config)
     if app.config.get("TRUSTED_PROXIES"):
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
@@ -50,6 +75,7 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     # A bad price table stops the start with a message naming it, never a 500 per request.
     app.extensions["relay_prices"] = parse_prices(app.config.get("MODEL_PRICES"))
     db.init_app(app)
+    app.teardown_appcontext(_end_session)  # runs before Flask-SQLAlchemy's own
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     with app.app_context():
         db_engine = db.engine
@@ -68,14 +94,23 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
         app.config, background_engine,
         is_local=lambda message_id: app.extensions["relay"].local(message_id) is not None)
     app.extensions["relay"] = ReplyEngine(app, provider, hub, db_engine=db_engine,
-                                          background_engine=background_engine, models=models)
+                                          background_engine=background_engine, models=models,
+                                          metrics=metrics)
 
     from views import register_blueprints
 
+    init_request_observing(app)  # first: every request gets its id, even one refused early
     register_blueprints(app)
+    from ops import register_cli
+
+    register_cli(app)
     if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(app.config["LOG_FORMAT"], context=log_context,
+                          secrets=[app.config.get(name) for name in SECRET_SETTINGS])
+        if app.config["LOG_FORMAT"] == "json":
+            from flask.logging import default_handler
+
+            app.logger.removeHandler(default_handler)  # its lines go through the root's
         # One line per model request is noise (and CPU) on the hot path; failures are
         # logged by the provider with their reason.
         logging.getLogger("httpx2").setLevel(logging.WARNING)
@@ -134,7 +169,7 @@ def make_hub(config, background_engine, *, is_local) -> Hub:
     if backend == "auto":
         backend = "redis" if config.get("REDIS_URL") else \
             "postgres" if url.startswith("postgresql") else "local"
-    watcher = DatabaseWatcher(sessionmaker(background_engine), lambda c, e: hub.deliver(c, e),
+    watcher = DatabaseWatcher(sessionmaker(background_engine), lambda c, e: hub.receive(c, e),
                               lambda: hub.channels(),
                               interval_s=config["WATCH_INTERVAL_MS"] / 1000, is_local=is_local)
     if backend == "redis":

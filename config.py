@@ -43,6 +43,9 @@ class Config:
     # How many proxies (nginx, a load balancer) stand in front and set X-Forwarded-For,
     # -Proto and -Host: their values are believed only then (werkzeug's ProxyFix).
     TRUSTED_PROXIES = _int("TRUSTED_PROXIES", 0)
+    # /healthz also counts the worker's greenlets (a scan of the heap: for soak runs and
+    # debugging leaks, not for a monitor polling every second).
+    HEALTH_DIAGNOSTICS = _env("HEALTH_DIAGNOSTICS", "") not in ("", "0", "false", "no")
     # SQLite waits this long for a lock, blocking its worker's event loop meanwhile.
     SQLITE_BUSY_TIMEOUT_MS = _int("SQLITE_BUSY_TIMEOUT_MS", 5000)
 
@@ -130,6 +133,21 @@ class Config:
     PAGE_SIZE = _int("PAGE_SIZE", 30)
     SIDEBAR_PAGE_SIZE = _int("SIDEBAR_PAGE_SIZE", 50)
     MAX_IMPORT_BYTES = _int("MAX_IMPORT_BYTES", 8 * 1024 * 1024)
+    # Attachments: one file's size, files per message, uploads a minute per client; and the
+    # context window (tokens) of a model whose CHAT_MODELS entry names none.
+    UPLOAD_MAX_MB = _float("UPLOAD_MAX_MB", 20.0)
+    UPLOAD_MAX_FILES = _int("UPLOAD_MAX_FILES", 10)
+    UPLOAD_RATE_LIMIT = _env("UPLOAD_RATE_LIMIT", "120/minute")
+    CONTEXT_TOKENS = _int("CONTEXT_TOKENS", 128_000)
+    # A request body must have arrived this long after it began to be read, or it is a 408.
+    BODY_TIMEOUT_S = _float("BODY_TIMEOUT_S", 20.0)
+
+    # A temporary chat is deleted when its person leaves it, or this long after its last
+    # activity, whichever comes first (the sweep runs every TEMPORARY_SWEEP_S in each worker).
+    TEMPORARY_TTL_S = _float("TEMPORARY_TTL_S", 24 * 3600.0)
+    TEMPORARY_SWEEP_S = _float("TEMPORARY_SWEEP_S", 60.0)
+    MAX_FOLDERS = _int("MAX_FOLDERS", 200)
+    BULK_MAX_THREADS = _int("BULK_MAX_THREADS", 500)  # threads one bulk action may change
     RATE_LIMIT = _env("RATE_LIMIT", "30/minute")
 
     # Tools the model may call (tools/): unset = every built-in (calculator, current_time,
@@ -139,6 +157,31 @@ class Config:
     TOOL_MODULES = _env("TOOL_MODULES")
     MAX_TOOL_STEPS = _int("MAX_TOOL_STEPS", 5)  # rounds of tool calls in one reply
     TOOL_TIMEOUT_S = _float("TOOL_TIMEOUT_S", 10.0)  # one call, then a failed step
+
+    # Prometheus metrics at /metrics (off: nothing is recorded and /metrics is a 404), served
+    # to METRICS_ALLOW (addresses or networks, comma separated) or with the bearer token.
+    METRICS = _env("METRICS", "on") != "off"
+    METRICS_ALLOW = _env("METRICS_ALLOW", "127.0.0.1,::1")
+    METRICS_TOKEN = _env("METRICS_TOKEN")
+    LOG_FORMAT = _env("LOG_FORMAT", "text")  # text | json (one JSON object per line)
+
+    # Who owns threads: "anonymous" (each browser is an owner of its own, in its cookie),
+    # "accounts" (local users who sign in) or "header" (the user a trusted reverse proxy
+    # names in AUTH_HEADER, believed only from AUTH_PROXY_ADDRESSES).
+    AUTH_MODE = _env("AUTH_MODE", "anonymous")
+    SIGNUP = _env("SIGNUP", "invite")  # accounts mode: open | invite | off
+    AUTH_HEADER = _env("AUTH_HEADER", "X-Forwarded-User")
+    AUTH_PROXY_ADDRESSES = _env("AUTH_PROXY_ADDRESSES", "")  # IPs and CIDRs, comma separated
+    # Sign-in (and sign-up, password change) attempts: per account name, and per address.
+    SIGNIN_RATE_LIMIT = _env("SIGNIN_RATE_LIMIT", "5/minute;30/hour")
+    SIGNIN_ADDRESS_RATE_LIMIT = _env("SIGNIN_ADDRESS_RATE_LIMIT", "20/minute;200/hour")
+    PASSWORD_MIN_CHARS = _int("PASSWORD_MIN_CHARS", 8)
+    # Argon2id cost (argon2-cffi's RFC 9106 low-memory profile by default): memory per hash
+    # in KiB, passes, lanes. Stored hashes carry their own; a sign-in upgrades an old one.
+    PASSWORD_HASH_MEMORY_KIB = _int("PASSWORD_HASH_MEMORY_KIB", 65536)
+    PASSWORD_HASH_TIME_COST = _int("PASSWORD_HASH_TIME_COST", 3)
+    PASSWORD_HASH_PARALLELISM = _int("PASSWORD_HASH_PARALLELISM", 4)
+    INVITE_TTL_S = _float("INVITE_TTL_S", 7 * 24 * 3600.0)
 
     SESSION_COOKIE_NAME = "relay_session"
     SESSION_COOKIE_HTTPONLY = True
@@ -159,3 +202,7 @@ class TestConfig(Config):
     STREAM_THROTTLE_MS = 20
     DRIVER_GRACE_MS = 60_000  # tests start generations explicitly
     RATE_LIMIT = "1000/minute"
+    # Argon2id still, at a cost a test suite can pay thousands of times.
+    PASSWORD_HASH_MEMORY_KIB = 1024
+    PASSWORD_HASH_TIME_COST = 1
+    PASSWORD_HASH_PARALLELISM = 1

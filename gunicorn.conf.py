@@ -15,6 +15,43 @@ control_socket_disable = True  # one per machine by default: servers side by sid
 accesslog = os.environ.get("ACCESS_LOG", "-") or None  # ACCESS_LOG= (empty) turns it off
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+if os.environ.get("LOG_FORMAT") == "json":  # the access and error logs as JSON lines too
+    logger_class = "observability.gunicorn_logger.JsonGunicornLogger"
+# Where every worker keeps its metrics for /metrics to add up (prometheus-client's
+# multiprocess mode). Unless the operator names one, each start of the master makes a fresh
+# private directory and removes it on exit; a directory the operator names must be emptied
+# by them before each start.
+_OWN_METRICS_DIR = "RELAY_OWN_METRICS_DIR"
+
+
+def on_starting(server):
+    """Before any worker exists: give the workers a fresh metrics directory."""
+    import tempfile
+
+    if os.environ.get("METRICS") == "off":
+        return
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    # A directory an earlier master made (a re-exec keeps its environment) is not reused.
+    if named and named != os.environ.get(_OWN_METRICS_DIR):
+        return
+    path = tempfile.mkdtemp(prefix="relay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.environ[_OWN_METRICS_DIR] = path
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges (replies running, followers) go with it."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    import shutil
+
+    path = os.environ.get(_OWN_METRICS_DIR)
+    if path and path == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def post_worker_init(worker):
@@ -27,6 +64,10 @@ def post_worker_init(worker):
 
     engine = worker.wsgi.extensions["relay"]
     engine.start_background()
+    if os.environ.get("LOG_FORMAT") == "json":
+        from observability.logs import log_greenlet_errors
+
+        log_greenlet_errors()
     stop_accepting = worker.handle_exit
     answering = _count_requests(worker)
 

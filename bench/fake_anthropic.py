@@ -12,6 +12,7 @@ handling are FakeUpstream's; only the wire format differs:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .fake_upstream import (
+    IMAGE_MEDIA_TYPES,
     FakeUpstream,
     Reply,
     RequestRecord,
@@ -36,6 +38,31 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                429: "rate_limit_error", 500: "api_error", 504: "timeout_error",
                529: "overloaded_error"}
+
+
+def blocks_problem(blocks: list[Any], where: str) -> str | None:
+    """What is wrong with a message's content blocks as the Messages API checks text and
+    image blocks (base64 sources of an image type); None when they are fine."""
+    for j, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"]):
+            return f"{where}.{j}.text: text content blocks must be non-empty"
+        if kind == "image":
+            source = block.get("source")
+            if not isinstance(source, dict) or source.get("type") != "base64":
+                return f"{where}.{j}.source: Input tag does not match the expected tags"
+            if source.get("media_type") not in IMAGE_MEDIA_TYPES:
+                return f"{where}.{j}.source.media_type: Input should be " + \
+                    ", ".join(repr(t) for t in IMAGE_MEDIA_TYPES)
+            try:
+                base64.b64decode(source.get("data") or "", validate=True)
+            except (ValueError, TypeError):
+                return f"{where}.{j}.source.data: invalid base64 data"
+            if not source.get("data"):
+                return f"{where}.{j}.source.data: image data must be non-empty"
+        elif kind not in ("text", "tool_use", "tool_result", "thinking", "redacted_thinking"):
+            return f"{where}.{j}.type: Input tag {kind!r} does not match the expected tags"
+    return None
 
 
 class FakeAnthropic(FakeUpstream):
@@ -128,6 +155,10 @@ class _MessagesHandler(_Handler):
                 return f"messages.{i}: text content blocks must be non-empty"
             if not isinstance(content, str | list):
                 return f"messages.{i}.content: Input should be a valid list"
+            if isinstance(content, list):
+                problem = blocks_problem(content, f"messages.{i}.content")
+                if problem:
+                    return problem
         last = messages[-1]
         if last["role"] == "assistant" and isinstance(last["content"], str) and \
                 last["content"] != last["content"].rstrip():

@@ -10,6 +10,7 @@ Stdlib only, so benchmarks can run it in a separate process:
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import itertools
@@ -470,6 +471,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return f"Invalid type for 'messages[{i}].content'."
             if m.get("role") == "tool" and not isinstance(m.get("tool_call_id"), str):
                 return f"Missing required parameter: 'messages[{i}].tool_call_id'."
+            if isinstance(m.get("content"), list):
+                problem = content_parts_problem(m["content"], f"messages[{i}].content")
+                if problem:
+                    return problem
         if "stream" in body and not isinstance(body["stream"], bool):
             return "'stream' must be a boolean."
         if body.get("stream_options") is not None and not body.get("stream"):
@@ -654,6 +659,41 @@ def _sse(data: dict[str, Any] | bytes) -> bytes:
         return data
     return b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() \
         + b"\n\n"
+
+
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
+
+
+def content_parts_problem(parts: list[Any], where: str) -> str | None:
+    """What is wrong with a message's content parts as the Chat Completions API checks
+    them: text parts with a string, `image_url` parts whose URL is http(s) or a base64
+    data: URL of an image type; None when they are fine."""
+    if not parts:
+        return f"'{where}' must not be empty."
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                return f"Invalid type for '{where}[{j}].text'."
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                return f"Missing required parameter: '{where}[{j}].image_url.url'."
+            if url.startswith("data:"):
+                header, _, data = url.partition(",")
+                media = header[5:].removesuffix(";base64")
+                if not header.endswith(";base64") or media not in IMAGE_MEDIA_TYPES:
+                    return f"Invalid image data URL in '{where}[{j}]'."
+                try:
+                    base64.b64decode(data, validate=True)
+                except ValueError:
+                    return f"Invalid base64 image data in '{where}[{j}]'."
+            elif not url.startswith(("http://", "https://")):
+                return f"Invalid image URL in '{where}[{j}]'."
+        else:
+            return f"Invalid value for '{where}[{j}].type': {kind!r}."
+    return None
 
 
 def _usage(body: dict[str, Any], completion_tokens: int) -> dict[str, int]:

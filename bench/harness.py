@@ -90,6 +90,10 @@ def last_user_prompt(body: Any) -> str | None:
     for message in reversed(body.get("messages") or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
+            if isinstance(content, list):  # with attachments: the prompt is the last text part
+                texts = [p.get("text") for p in content
+                         if isinstance(p, dict) and p.get("type") == "text"]
+                content = texts[-1] if texts else None
             return content if isinstance(content, str) else None
     return None
 

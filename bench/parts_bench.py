@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench.fake_upstream import FakeUpstream, Reply
-from bench.harness import cpu_seconds, last_user_prompt
+from bench.harness import cpu_seconds, last_user_prompt, write_json
 from bench.relay_client import RelayClient, read_parts
 from bench.relay_server import RelayServer
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

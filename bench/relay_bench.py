@@ -9,6 +9,10 @@ SSE stream to its end), then one against the floor (one streaming GET):
     python -m bench.relay_bench [--streams 10,25,50,100,150,200] [--tokens 200]
                                 [--token-delay-ms 25] [--first-token-delay-ms 500]
                                 [--no-floor] [--no-pin] [--throttle-ms MS] [--json out.json]
+                                [--variant NAME=VALUE ... --rounds R]
+
+With `--variant`, a second Relay with those settings (say METRICS=off) takes the floor's
+place, and each level is measured `--rounds` times, alternating which side goes first.
 
 bench/README.md explains every figure and how it is measured.
 """
@@ -65,6 +69,7 @@ from bench.harness import (
     writer_settings,
 )
 from bench.relay_client import TERMINAL_EVENTS, RelayClient
+from bench.relay_server import RelayServer
 from bench.sse_client import SSEParser
 from streaming.sse import decode_delta
 
@@ -247,6 +252,8 @@ class Bench(Rig):
         self.expected_text = "".join(self.tokens)
         self.token_ends = list(itertools.accumulate(len(t) for t in self.tokens))
         self.floor: FakeUpstreamProcess | None = None
+        self.variant: RelayServer | None = None  # Relay with --variant settings
+        self.variant_worker: int | None = None
         self.pinned = False
         self.reader = StreamReader()
 
@@ -261,8 +268,16 @@ class Bench(Rig):
         if args.floor:
             self.floor = FakeUpstreamProcess(self.workdir, "bench.floor_relay",
                                              ready_path="/healthz", upstream=fake.url).start()
+        pids = []
+        if args.variant:
+            env = {**self.server_env(fake, STREAM_THROTTLE_MS=args.throttle_ms),
+                   "DATABASE_URL": f"sqlite:///{self.workdir / 'variant.sqlite3'}",
+                   **args.variant}
+            self.variant = RelayServer(env, self.workdir, workers=1).start()
+            self.variant_worker = self.variant.worker_pids()[0]
+            pids = [self.variant.process.pid, self.variant_worker]
         if self.pinned:
-            for pid in (self.server.process.pid, self.worker_pid,
+            for pid in (*pids, self.server.process.pid, self.worker_pid,
                         self.floor.process.pid if self.floor and self.floor.process else None):
                 if pid is not None:
                     pin_process(pid, {SERVER_CPU})  # workers gunicorn restarts inherit it
@@ -274,6 +289,20 @@ class Bench(Rig):
         super().stop()
         if self.floor is not None:
             self.floor.stop()
+        if self.variant is not None:
+            self.variant.stop()
+
+    def run_variant_batch(self, n: int, label: str) -> dict[str, Any]:
+        """A batch against the Relay with --variant settings (the same steps as Relay's)."""
+        main = self.server, self.worker_pid
+        self.server, self.worker_pid = self.variant, self.variant_worker
+        try:
+            result = self.run_batch(n, f"{label} variant", "relay")
+        finally:
+            self.variant_worker = self.worker_pid
+            self.server, self.worker_pid = main
+        result["side"] = "variant"
+        return result
 
     def server_pids(self, side: str) -> list[int]:
         """The processes whose CPU counts for `side`: Relay's worker and master, or the floor."""
@@ -587,6 +616,35 @@ def pct(share: float | None) -> float | None:
     return None if share is None else share * 100
 
 
+def render_variant(variant: str, rounds: list[dict[str, Any]]) -> str:
+    """Server CPU per relayed token of Relay and of its variant, round by round."""
+    lines = [f"Relay vs Relay with {variant} (ratio = Relay / variant): server CPU per relayed "
+             "token (us), worker + master", ""]
+    rows = []
+    for r in rounds:
+        a, b = r["relay"]["server_cpu_us_per_token"], r["variant"]["server_cpu_us_per_token"]
+        others = max(pct(r[s].get("others_core_share")) or 0 for s in ("relay", "variant"))
+        rows.append([str(r["streams"]), str(r["round"]), r["order"], fmt(a, 1, 1),
+                     fmt(b, 1, 1), f"{a / b:.3f}" if a and b else "-", fmt(others, 1, 0)])
+    lines += table(["N", "round", "first", "Relay", "variant", "ratio", "others %"], rows,
+                   min_width=8)
+    for n in sorted({r["streams"] for r in rounds}):
+        at = [r for r in rounds if r["streams"] == n]
+        ratios = sorted(r["relay"]["server_cpu_us_per_token"] /
+                        r["variant"]["server_cpu_us_per_token"] for r in at
+                        if r["relay"]["server_cpu_us_per_token"]
+                        and r["variant"]["server_cpu_us_per_token"])
+        pooled = [sum(r[s]["server_cpu_s"] or 0 for r in at) /
+                  max(1, sum(r[s]["tokens_relayed"] for r in at)) * 1e6
+                  for s in ("relay", "variant")]
+        if ratios:
+            lines.append(f"  N={n}: median ratio {ratios[len(ratios) // 2]:.3f} (min "
+                         f"{ratios[0]:.3f}, max {ratios[-1]:.3f}, {len(ratios)} rounds); "
+                         f"pooled {pooled[0]:.1f} / {pooled[1]:.1f} us = "
+                         f"{pooled[0] / pooled[1]:.3f}" if pooled[1] else "")
+    return "\n".join(lines)
+
+
 def render(settings: dict[str, Any], results: list[dict[str, Any]]) -> str:
     s = settings
     lines = [
@@ -675,8 +733,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"do not pin the servers to CPU {SERVER_CPU} and the fake and "
                              f"clients to CPU {CLIENT_CPU}")
     relay_setting(parser, "--throttle-ms", "STREAM_THROTTLE_MS", int)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
+                        help="measure a second Relay with this setting (repeatable) instead "
+                             "of the floor, e.g. METRICS=off")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --variant: measurements of each level, alternating "
+                             "which side goes first (1)")
     run_args(parser)
     args = parser.parse_args(argv)
+    if any("=" not in v for v in args.variant):
+        parser.error("--variant takes NAME=VALUE")
+    args.variant = dict(v.split("=", 1) for v in args.variant)
+    if args.variant:
+        args.floor = False
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.tokens < 1 or args.tokens > 100_000:
         parser.error("--tokens must be within 1..100000")
     if args.token_delay_ms < 0 or args.first_token_delay_ms < 0:
@@ -696,7 +767,27 @@ def main(argv: list[str] | None = None) -> int:
     settings = bench.settings()
     results: list[dict[str, Any]] = []
 
+    variant_rounds: list[dict[str, Any]] = []
+
+    def measure_variant() -> None:
+        print("warm-up: 1 stream each (not measured) ...", flush=True)
+        bench.run_batch(1, "warmup")
+        bench.run_variant_batch(1, "warmup")
+        for n in args.streams:
+            for i in range(args.rounds):
+                order = ["relay", "variant"] if i % 2 == 0 else ["variant", "relay"]
+                row: dict[str, Any] = {"streams": n, "round": i + 1, "order": order[0]}
+                for side in order:
+                    print(f"measuring N={n} round {i + 1} ({side}) ...", flush=True)
+                    row[side] = (bench.run_batch(n, f"n{n} r{i}") if side == "relay"
+                                 else bench.run_variant_batch(n, f"n{n} r{i}"))
+                variant_rounds.append(row)
+                results.append({"streams": n, "relay": row["relay"]})
+
     def measure() -> None:
+        if args.variant:
+            measure_variant()
+            return
         sides = ["relay", "floor"] if args.floor else ["relay"]
         print("warm-up: 1 stream each (not measured) ...", flush=True)
         for side in sides:
@@ -714,7 +805,17 @@ def main(argv: list[str] | None = None) -> int:
     status = run(bench, measure)
     settings["pinning"] = (f"servers on CPU {SERVER_CPU}, the fake and the tabs on CPU "
                            f"{CLIENT_CPU}" if bench.pinned else "not pinned")
-    if results:
+    if variant_rounds:
+        print()
+        print(render_variant(" ".join(f"{k}={v}" for k, v in args.variant.items()),
+                             variant_rounds))
+        for r in variant_rounds:
+            for side in ("relay", "variant"):
+                for kind in ("problems", "warnings"):
+                    if found := listing(f"{kind} at N={r['streams']} round {r['round']} "
+                                        f"({side})", r[side][kind]):
+                        print("\n".join(found))
+    elif results:
         print()
         print(render(settings, results))
     findings, counts, noteworthy = scan_log(bench.server_log, ("Booting worker", "Worker exiting"))
@@ -722,9 +823,10 @@ def main(argv: list[str] | None = None) -> int:
               noteworthy)
     if args.json and results:
         write_json(args.json, {"settings": settings, "results": results,
+                               "variant": args.variant, "variant_rounds": variant_rounds,
                                "gunicorn_log_findings": findings})
-    if status == 0 and any(r[side]["problems"] for r in results for side in ("relay", "floor")
-                           if side in r):
+    if status == 0 and any(r[side]["problems"] for r in results + variant_rounds
+                           for side in ("relay", "floor", "variant") if side in r):
         status = 2
     return status
 

@@ -7,6 +7,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,18 @@ class RelayClient:
                             headers={"Content-Type": "application/json",
                                      "Accept": "application/json",
                                      "X-CSRF-Token": self.csrf, **headers})
+
+    def upload(self, name: str, data: bytes,
+               content_type: str = "application/octet-stream") -> Answer:
+        """POST /uploads: the file as the multipart field `file`."""
+        boundary = f"relay-{uuid.uuid4().hex}"
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                f"filename=\"{quoted}\"\r\nContent-Type: {content_type}\r\n\r\n").encode() + \
+            data + f"\r\n--{boundary}--\r\n".encode()
+        return self.request("POST", "/uploads", data=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+            "Accept": "application/json", "X-CSRF-Token": self.csrf})
 
     def get_json(self, path: str) -> Answer:
         return self.request("GET", path, headers={"Accept": "application/json"})

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,25 +50,42 @@ def connection_owners(pids: Iterable[int], port: int) -> dict[int, int]:
 class RelayServer:
     """`gunicorn -k gevent wsgi:app` on a free port, its schema migrated first."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, *, workers: int = 1) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, env: dict[str, str], workdir: Path, *, workers: int = 1,
+                 command: list[str] | None = None, setup: list[list[str]] | None = None,
+                 cwd: Path = ROOT, preexec_fn: Callable[[], None] | None = None) -> None:
+        """With `command` (a service manager's command line, say), run it in `cwd` after
+        the `setup` commands, in exactly `env`, which names its PORT; else gunicorn as
+        `make run` does, on a free port, in this environment plus `env`. `preexec_fn` runs
+        in the server's process before it starts (pinning it to a core, say)."""
         self.workdir = workdir
+        self.cwd = cwd
+        if command is None:
+            self.port = free_port()
+            self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
+                        "WEB_CONCURRENCY": str(workers), "ACCESS_LOG": "",
+                        "PYTHONUNBUFFERED": "1", **env}
+            flask = str(Path(sys.executable).parent / "flask")
+            self.setup = [[flask, "--app", "app", "db", "upgrade"]]
+            self.command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                            "wsgi:app"]
+        else:
+            self.port = int(env["PORT"])
+            self.env, self.setup, self.command = dict(env), setup or [], command
+        self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"gunicorn-{self.port}.log"
-        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port),
-                    "WEB_CONCURRENCY": str(workers), "ACCESS_LOG": "", "PYTHONUNBUFFERED": "1",
-                    **env}
         self.process: subprocess.Popen | None = None
+        self.preexec_fn = preexec_fn  # run in gunicorn's process before it starts (pinning)
 
-    def start(self, timeout: float = 30.0) -> RelayServer:
-        bin_dir = Path(sys.executable).parent
-        subprocess.run([str(bin_dir / "flask"), "--app", "app", "db", "upgrade"], cwd=ROOT,
-                       env=self.env, check=True, capture_output=True)
+    def start(self, timeout: float = 120.0) -> RelayServer:
+        for step in self.setup:
+            done = subprocess.run(step, cwd=self.cwd, env=self.env, capture_output=True,
+                                  text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{step} failed:\n{done.stdout}{done.stderr}")
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            self.command, cwd=self.cwd, env=self.env, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -14,7 +15,7 @@ import gevent
 import httpx2
 
 from . import reasons
-from .base import Chunk, ProviderError, ToolCall
+from .base import Attachment, Chunk, ProviderError, ToolCall
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,25 @@ def _blocks(message: dict[str, Any]) -> tuple[str, Any]:
                            "name": call["function"]["name"],
                            "input": arguments if isinstance(arguments, dict) else {}})
         return role, blocks
+    if message.get("attachments"):
+        return role, attachment_blocks(message["attachments"], content or "")
     return role, content
+
+
+def attachment_blocks(attachments: list[Attachment], text: str) -> list[dict[str, Any]]:
+    """Attachments as Messages API blocks: a document as a text block, an image as an
+    `image` block with a base64 source; then the prompt's text."""
+    blocks: list[dict[str, Any]] = []
+    for attachment in attachments:
+        if attachment.is_image:
+            blocks.append({"type": "image", "source": {
+                "type": "base64", "media_type": attachment.type,
+                "data": base64.b64encode(attachment.data).decode("ascii")}})
+        else:
+            blocks.append({"type": "text", "text": attachment.document()})
+    if text:
+        blocks.append({"type": "text", "text": text})
+    return blocks
 
 
 def _joined(first: Any, second: Any) -> Any:

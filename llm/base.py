@@ -32,6 +32,40 @@ class Chunk:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a user message: an image (`data`, its bytes, of `type`) or a
+    document the model reads as `text`. A history message carries them, in order, under
+    "attachments"; each provider sends them in its API's own shape."""
+
+    name: str
+    type: str
+    data: bytes = b""
+    text: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.text is None and self.type.startswith("image/")
+
+    def describe(self) -> str:
+        """How a reply names it: "photo.png (image, 800×600)", "notes.pdf (PDF, 1,234
+        characters)"."""
+        return f"{self.name} ({self.details()})"
+
+    def details(self) -> str:
+        if self.is_image:
+            size = f", {self.width}×{self.height}" if self.width and self.height else ""
+            return f"image{size}"
+        kind = "PDF" if self.type == "application/pdf" else "text"
+        return f"{kind}, {len(self.text or ''):,} characters"
+
+    def document(self) -> str:
+        """A document as the text part the model reads before the prompt."""
+        return f"File: {self.name}\n\n{self.text or '(no text could be read from it)'}"
+
+
 CONTINUE_INSTRUCTION = ("Continue your previous reply exactly where it stopped. Do not repeat "
                         "anything already written and do not comment on the interruption.")
 
@@ -88,9 +122,11 @@ class Provider(Protocol):
         Reasoning arrives as Chunks with non-empty `reasoning`.
 
         `messages` are {"role": "system" | "user" | "assistant", "content": str}, oldest
-        first. When the last one is an assistant message, it is a reply that stopped part
-        way: the model is asked to go on from its last character (a provider that does
-        this exactly, with no repeat and no missing space at the seam, sets
+        first; a user message may also carry "attachments", a list of Attachment (images,
+        and documents to read before its text).
+        When the last one is an assistant message, it is a reply that stopped part way:
+        the model is asked to go on from its last character (a provider that does this
+        exactly, with no repeat and no missing space at the seam, sets
         `continues_exactly`; the engine joins the seam of the others).
         Returns a generator; nothing is sent upstream until it is first advanced.
         It yields a Chunk with non-empty `text` for every piece of the reply as it arrives,

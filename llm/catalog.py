@@ -1,7 +1,11 @@
 """The models a person can choose from, each with the provider that generates its replies.
 
 CHAT_MODELS lists them, comma-separated, as `provider:model` (`openai`, `azure`,
-`anthropic`) or `demo`, each optionally followed by `=Label`; the first is the default.
+`anthropic`) or `demo`, each optionally followed by flags and `=Label`; the first is the
+default. Flags, each after a `;`: `vision` / `no-vision` (whether the model reads images;
+unset, it is guessed from the name, and the demo model reads them) and `context=N` (its
+context window in tokens; unset, CONTEXT_TOKENS): `openai:gpt-4o;vision;context=128000=GPT-4o`
+or `openai:llama3=Llama 3;no-vision`.
 `openai:*` adds every model the OpenAI-compatible server lists at `GET <base>/models`,
 looked up in the background and remembered for MODEL_LIST_TTL_S. Without CHAT_MODELS the
 one model of CHAT_PROVIDER / CHAT_MODEL is offered, as before.
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 
 PROVIDER_NAMES = ("openai", "azure", "anthropic", "demo")
 LIST_ALL = "*"
+DEFAULT_CONTEXT_TOKENS = 128_000
 _VISION = re.compile(r"(?i)gpt-4o|gpt-4\.1|gpt-4-turbo|gpt-5|\bo[134]\b|o[134]-|vision|"
                      r"claude|llava|pixtral|-vl\b|vl-|gemma-?3|llama-?4")
 
@@ -40,15 +45,20 @@ class ModelChoice:
     id: str
     provider: Provider
     label: str
+    reads_images: bool | None = None  # from CHAT_MODELS' flags; None: guessed from the name
+    context: int = DEFAULT_CONTEXT_TOKENS
 
     @property
     def vision(self) -> bool:
-        """Whether the model is known to read images (from its name; a hint for clients)."""
-        return self.provider.name != "demo" and bool(_VISION.search(self.provider.model))
+        """Whether the model reads images: its flag, else guessed from its name (the demo
+        model acknowledges them)."""
+        if self.reads_images is not None:
+            return self.reads_images
+        return self.provider.name == "demo" or bool(_VISION.search(self.provider.model))
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "provider": self.provider.name, "label": self.label,
-                "vision": self.vision}
+                "vision": self.vision, "context": self.context}
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,32 @@ class ModelEntry:
     provider: str
     model: str
     label: str | None = None
+    vision: bool | None = None
+    context: int | None = None
+
+
+def _flags(item: str) -> tuple[str, str, bool | None, int | None]:
+    """An entry's `provider:model`, label, and flags (see the module's docstring)."""
+    spec, *flags = item.split(";")
+    spec, _, label = spec.partition("=")
+    vision: bool | None = None
+    context: int | None = None
+    for flag in flags:
+        name, _, rest = flag.strip().partition("=")
+        name = name.strip().lower()
+        if name == "context":
+            value, _, rest = rest.partition("=")
+            if not value.strip().isdigit() or int(value) <= 0:
+                raise ValueError(f"CHAT_MODELS: context={value!r} in {item!r} is not a "
+                                 "number of tokens.")
+            context = int(value)
+        elif name in ("vision", "no-vision"):
+            vision = name == "vision"
+        else:
+            raise ValueError(f"CHAT_MODELS: unknown flag {name!r} in {item!r}; flags are "
+                             "vision, no-vision and context=N.")
+        label = rest or label
+    return spec, label, vision, context
 
 
 def parse_models(text: str) -> list[ModelEntry]:
@@ -67,7 +103,7 @@ def parse_models(text: str) -> list[ModelEntry]:
         item = raw.strip()
         if not item:
             continue
-        spec, _, label = item.partition("=")
+        spec, label, vision, context = _flags(item)
         provider, _, model = spec.strip().partition(":")
         provider, model, label = provider.strip().lower(), model.strip(), label.strip()
         if provider == "demo" and not model:
@@ -79,7 +115,7 @@ def parse_models(text: str) -> list[ModelEntry]:
             raise ValueError(f"CHAT_MODELS: {item!r} names no model; write provider:model.")
         if model == LIST_ALL and provider != "openai":
             raise ValueError("CHAT_MODELS: only openai:* can list the server's models.")
-        entries.append(ModelEntry(provider, model, label or None))
+        entries.append(ModelEntry(provider, model, label or None, vision, context))
     if not entries:
         raise ValueError("CHAT_MODELS lists no model.")
     return entries
@@ -95,10 +131,12 @@ class ModelCatalog:
     def __init__(self, choices: list[ModelChoice], *, lister: Any = None,
                  list_ttl_s: float = 300.0, list_timeout_s: float = 2.0,
                  health_ttl_s: float = 5.0, health_timeout_s: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 context: int = DEFAULT_CONTEXT_TOKENS) -> None:
         if not choices and lister is None:
             raise ValueError("no model is configured")
         self._configured = list(choices)
+        self.context = context  # of the models the server lists
         self._lister = lister  # the OpenAI-compatible provider behind `openai:*`
         self.list_ttl_s = list_ttl_s
         self.list_timeout_s = list_timeout_s
@@ -113,7 +151,9 @@ class ModelCatalog:
     @classmethod
     def single(cls, provider: Provider, **options: Any) -> ModelCatalog:
         """The catalog of one model: today's configuration, or a test's provider."""
-        return cls([ModelChoice(provider.model, provider, provider.label)], **options)
+        context = options.get("context", DEFAULT_CONTEXT_TOKENS)
+        return cls([ModelChoice(provider.model, provider, provider.label, context=context)],
+                   **options)
 
     # -- what is on offer ----------------------------------------------------------------
     def choices(self, wait_s: float = 0.0) -> list[ModelChoice]:
@@ -187,13 +227,15 @@ class ModelCatalog:
         for name in sorted(set(names)):
             model_id = name if name not in taken else f"openai:{name}"
             if model_id not in taken:
-                listed.append(ModelChoice(model_id, self._lister.for_model(name), name))
+                listed.append(ModelChoice(model_id, self._lister.for_model(name), name,
+                                          context=self.context))
         with self._lock:
             self._listed, self._listed_at = listed, self._clock()
 
     def _listed_fallback(self) -> ModelChoice:
         # The provider asked for a model name the server may not have: its error says so.
-        return ModelChoice(self._lister.model, self._lister, self._lister.label)
+        return ModelChoice(self._lister.model, self._lister, self._lister.label,
+                           context=self.context)
 
 
 def make_catalog(config: Mapping[str, Any], make_single: Callable[[], Provider],
@@ -206,7 +248,8 @@ def make_catalog(config: Mapping[str, Any], make_single: Callable[[], Provider],
     options = {"list_ttl_s": float(config.get("MODEL_LIST_TTL_S") or 300.0),
                "list_timeout_s": float(config.get("MODEL_LIST_TIMEOUT_S") or 2.0),
                "health_ttl_s": float(config.get("MODEL_HEALTH_TTL_S") or 5.0),
-               "health_timeout_s": float(config.get("MODEL_HEALTH_TIMEOUT_S") or 2.0)}
+               "health_timeout_s": float(config.get("MODEL_HEALTH_TIMEOUT_S") or 2.0),
+               "context": int(config.get("CONTEXT_TOKENS") or DEFAULT_CONTEXT_TOKENS)}
     text = str(config.get("CHAT_MODELS") or "").strip()
     if not text:
         return ModelCatalog.single(make_single(), **options)
@@ -222,5 +265,7 @@ def make_catalog(config: Mapping[str, Any], make_single: Callable[[], Provider],
             model_id = f"{entry.provider}:{entry.model}"
             if any(c.id == model_id for c in choices):
                 raise ValueError(f"CHAT_MODELS lists {model_id} twice.")
-        choices.append(ModelChoice(model_id, provider, entry.label or provider.label))
+        choices.append(ModelChoice(model_id, provider, entry.label or provider.label,
+                                   reads_images=entry.vision,
+                                   context=entry.context or options["context"]))
     return ModelCatalog(choices, lister=lister, **options)

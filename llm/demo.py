@@ -7,10 +7,10 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .base import Chunk, ToolCall
+from .base import Attachment, Chunk, ToolCall
 
 MAX_QUOTED_CHARS = 200
 MAX_QUOTED_WORDS = 40  # keeps a prompt of many tiny words from doubling the reply's length
@@ -83,13 +83,13 @@ class DemoProvider:
         asking to "calculate" arithmetic, with the calculator among `tools`, is answered
         with some reasoning and a calculator call, then the result the tool sent back.
         """
-        prompt = next((m.get("content") or "" for m in reversed(messages)
-                       if m.get("role") == "user"), "")
+        asked = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        prompt = asked.get("content") or ""
         match = _CALCULATE.search(prompt)
         if match and _offers(tools, "calculator"):
             yield from self._calculate(messages, match.group(1).strip())
             return
-        reply = demo_reply(prompt)
+        reply = demo_reply(prompt, asked.get("attachments") or ())
         partial = messages[-1].get("content", "") if messages and \
             messages[-1].get("role") == "assistant" else ""
         if partial and reply.startswith(partial):
@@ -150,15 +150,19 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def demo_reply(prompt: str) -> str:
-    """The demo model's full markdown reply to `prompt`; a pure function of the prompt."""
+def demo_reply(prompt: str, attachments: Sequence[Attachment] = ()) -> str:
+    """The demo model's full markdown reply to `prompt`, naming its attachments; a pure
+    function of both."""
     seed = _digest(prompt)
-    return "\n\n".join((
-        _HEADINGS[seed[0] % len(_HEADINGS)],
-        _OPENERS[seed[1] % len(_OPENERS)],
-        "> " + quote_for_markdown(prompt),
-        _BODY + _CLOSERS[seed[2] % len(_CLOSERS)],
-    ))
+    parts = [_HEADINGS[seed[0] % len(_HEADINGS)], _OPENERS[seed[1] % len(_OPENERS)],
+             "> " + quote_for_markdown(prompt)]
+    if attachments:
+        # Only the names are the person's text: they are escaped like the quoted prompt.
+        named = ", ".join(_MD_SPECIAL.sub(r"\\\1", a.name) + f" ({a.details()})"
+                          for a in attachments)
+        parts.append(f"You attached: {named}.")
+    parts.append(_BODY + _CLOSERS[seed[2] % len(_CLOSERS)])
+    return "\n\n".join(parts)
 
 
 def quote_for_markdown(text: str, limit: int = MAX_QUOTED_CHARS,

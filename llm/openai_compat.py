@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import logging
@@ -15,7 +16,7 @@ import httpx2
 import openai
 
 from . import chat_sse, reasons
-from .base import Chunk, ProviderError, continuation_request
+from .base import Attachment, Chunk, ProviderError, continuation_request
 from .tool_calls import ToolCallAssembler
 
 log = logging.getLogger(__name__)
@@ -318,13 +319,31 @@ def _about_tools(err: openai.APIStatusError) -> bool:
 
 
 def _wire_message(message: dict[str, Any]) -> dict[str, Any]:
-    """A history message as the Chat Completions API takes it (tool turns included)."""
+    """A history message as the Chat Completions API takes it (tool turns included; a
+    prompt's attachments as content parts before its text)."""
     wire = {"role": message["role"], "content": message["content"]}
+    if message.get("attachments"):
+        wire["content"] = content_parts(message["attachments"], message["content"])
     if message.get("tool_calls"):
         wire["tool_calls"] = message["tool_calls"]
     if message["role"] == "tool":
         wire["tool_call_id"] = message["tool_call_id"]
     return wire
+
+
+def content_parts(attachments: list[Attachment], text: str) -> list[dict[str, Any]]:
+    """Attachments as Chat Completions content parts: a document as a text part, an image
+    as an `image_url` part with a base64 data: URL; then the prompt's text."""
+    parts: list[dict[str, Any]] = []
+    for attachment in attachments:
+        if attachment.is_image:
+            encoded = base64.b64encode(attachment.data).decode("ascii")
+            parts.append({"type": "image_url", "image_url": {
+                "url": f"data:{attachment.type};base64,{encoded}"}})
+        else:
+            parts.append({"type": "text", "text": attachment.document()})
+    parts.append({"type": "text", "text": text})
+    return parts
 
 
 def _usage_dict(usage: Any) -> dict[str, int] | None:

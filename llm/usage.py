@@ -22,13 +22,30 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
+IMAGE_TOKENS_MAX = 1600
+PIXELS_PER_TOKEN = 750
+
+
+def file_tokens(text: str | None, width: int | None, height: int | None) -> int:
+    """About how many tokens the model reads of a file: its text as any text; an image by
+    its area (about 750 pixels a token, at most IMAGE_TOKENS_MAX)."""
+    if text is not None:
+        return estimate_tokens(text)
+    if width and height:
+        return min(IMAGE_TOKENS_MAX, math.ceil(width * height / PIXELS_PER_TOKEN))
+    return 0
+
+
 def estimate_usage(messages: Iterable[Mapping[str, Any]], completion: str) -> dict[str, Any]:
-    """Usage estimated from the request's messages and the text the model wrote."""
+    """Usage estimated from the request's messages (and their files) and the text the
+    model wrote."""
     prompt = 0
     for message in messages:
         content = message.get("content")
         prompt += TOKENS_PER_MESSAGE + (estimate_tokens(content) if isinstance(content, str)
                                         else 0)
+        for file in message.get("attachments") or ():
+            prompt += file_tokens(file.text, file.width, file.height)
     completion_tokens = estimate_tokens(completion)
     return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
             "total_tokens": prompt + completion_tokens, "estimated": True}

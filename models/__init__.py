@@ -25,6 +25,7 @@ ACTIVE_STATUSES = (PENDING, STREAMING)
 TERMINAL_STATUSES = (COMPLETE, ERROR, ABORTED, INTERRUPTED)
 DEFAULT_TITLE = "New thread"
 TITLE_MAX_CHARS = 200
+FOLDER_MAX_CHARS = 100
 
 
 def utcnow() -> dt.datetime:
@@ -47,6 +48,13 @@ class Thread(db.Model):
     # The last message of the path the thread shows and sends to the model (models.tree).
     # No foreign key: threads and messages would then reference each other.
     active_leaf_id: Mapped[int | None] = mapped_column()
+    # Organisation: the name of the owner's folder it is filed in (None: unfiled), pinned
+    # first, archived out of the lists (still found by search). A temporary thread is never
+    # listed or found, and is deleted when its person leaves it or after TEMPORARY_TTL_S.
+    folder: Mapped[str | None] = mapped_column(String(FOLDER_MAX_CHARS))
+    pinned: Mapped[bool] = mapped_column(default=False, server_default=false())
+    archived: Mapped[bool] = mapped_column(default=False, server_default=false())
+    temporary: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
@@ -63,6 +71,21 @@ class Thread(db.Model):
     @staticmethod
     def new_share_token() -> str:
         return secrets.token_urlsafe(24)
+
+
+class Folder(db.Model):
+    """A named group of one owner's threads; a thread names its folder (`Thread.folder`)."""
+
+    __tablename__ = "folders"
+    __table_args__ = (UniqueConstraint("owner", "name", name="uq_folders_owner_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(FOLDER_MAX_CHARS))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name}
 
 
 def thread_channel(thread_id: int) -> str:
@@ -109,6 +132,9 @@ class Message(db.Model):
     duration_ms: Mapped[int | None] = mapped_column()
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column()
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Counts the generations that claimed this reply: each writes only while the count is
+    # still its own, so one taken over (continued elsewhere) can never write into it again.
+    claim: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -164,8 +190,15 @@ class Message(db.Model):
             "reasoning": self.reasoning or None,
             "steps": self.steps or [],
             "timings": self.timings,
+            "attachments": self.attachments_json(),
             "created_at": self.created_at.isoformat() + "Z",
         }
+
+    def attachments_json(self) -> list[dict[str, Any]]:
+        """The files this prompt carries, `{id, name, type, size}` each, in order."""
+        from .uploads import attachments_json
+
+        return attachments_json(db.session, self)
 
 
 class StreamDelta(db.Model):
@@ -183,5 +216,6 @@ class StreamDelta(db.Model):
     text: Mapped[str] = mapped_column(Text)
 
 
-# The full-text index is built with the tables (create_all) as the migrations build it.
-from . import search  # noqa: E402,F401
+# The full-text index is built with the tables (create_all) as the migrations build it; so
+# are the accounts' tables (users, their sessions, invites).
+from . import accounts, search, uploads  # noqa: E402,F401

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from typing import Any
+
+from sqlalchemy import select
 
 from . import (
     ACTIVE_STATUSES,
     DEFAULT_TITLE,
+    FOLDER_MAX_CHARS,
     INTERRUPTED,
     TERMINAL_STATUSES,
     TITLE_MAX_CHARS,
+    Folder,
     Message,
     Thread,
     db,
@@ -56,26 +61,52 @@ def message_record(message: Message, text: str | None = None) -> dict[str, Any]:
     return record
 
 
-def thread_json(thread: Thread, messages: list[Message], texts: dict[int, str]) -> dict:
-    """The JSON export: the thread and all its messages, oldest first."""
+def thread_json(thread: Thread, messages: list[Message], texts: dict[int, str],
+                files: dict[int, list[dict[str, Any]]] | None = None) -> dict:
+    """The JSON export: the thread and all its messages, oldest first; `files`: each
+    message's attachments (attachment_records), kept under its "attachments"."""
+    records = [message_record(m, texts.get(m.id)) for m in messages]
+    for record in records:
+        if files and files.get(record["id"]):
+            record["attachments"] = files[record["id"]]
     return {"format": FORMAT, "version": VERSION,
             "thread": {"id": thread.id, "title": thread.title,
                        "title_chosen": thread.title_chosen,
                        # Which version of each turn is shown: the end of the active path.
                        "active_leaf_id": thread.active_leaf_id,
+                       "folder": thread.folder, "pinned": thread.pinned,
+                       "archived": thread.archived, "temporary": thread.temporary,
                        "created_at": _time(thread.created_at),
                        "updated_at": _time(thread.updated_at)},
-            "messages": [message_record(m, texts.get(m.id)) for m in messages]}
+            "messages": records}
 
 
-def thread_markdown(thread: Thread, messages: list[Message], texts: dict[int, str]) -> str:
-    """The Markdown export: the title, then each message under who wrote it."""
+def attachment_records(session, messages: list[Message]) -> dict[int, list[dict[str, Any]]]:
+    """Each message's attachments with their bytes (base64), so an export stands alone."""
+    from .uploads import blob_data, message_uploads
+
+    found = message_uploads(session, [m.id for m in messages if m.role == "user"])
+    return {message_id: [{**u.to_json(), "sha256": u.sha256, "encoding": "base64",
+                          "data": base64.b64encode(blob_data(session, u.sha256)).decode()}
+                         for u in uploads]
+            for message_id, uploads in found.items()}
+
+
+def thread_markdown(thread: Thread, messages: list[Message], texts: dict[int, str],
+                    files: dict[int, list[dict[str, Any]]] | None = None) -> str:
+    """The Markdown export: the title, then each message under who wrote it (and the names
+    of its attachments, from `files`)."""
     parts = [f"# {_one_line(thread.title)}", ""]
     for message in messages:
         heading = ROLE_HEADINGS.get(message.role, message.role.title())
         if message.role == "assistant" and message.model:
             heading += f" ({_one_line(message.model)})"
         parts += [f"## {heading}", "", texts.get(message.id, message.content).rstrip(), ""]
+        for file in (files or {}).get(message.id, []):
+            parts += [f"- Attachment: {_one_line(file['name'])} ({file['type']}, "
+                      f"{file['size']:,} bytes)"]
+        if (files or {}).get(message.id):
+            parts += [""]
         if message.status not in ("complete",):
             note = f"*{message.status}*"
             if message.error:
@@ -108,8 +139,11 @@ def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
         raise ArchiveError(f"The thread's 'title' must be one line of 1 to {TITLE_MAX_CHARS} "
                            "characters.")
     chosen = _field(source, "title_chosen", bool, "the thread", default=False)
+    folder = _folder(source, owner)
+    flags = {name: _field(source, name, bool, "the thread", default=False)
+             for name in ("pinned", "archived", "temporary")}
     now = utcnow()
-    thread = Thread(owner=owner, title=title, title_chosen=chosen,
+    thread = Thread(owner=owner, title=title, title_chosen=chosen, folder=folder, **flags,
                     created_at=_parse_time(source.get("created_at"), "the thread") or now,
                     updated_at=now)
     db.session.add(thread)
@@ -131,6 +165,7 @@ def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
                 message.parent_id = new_ids[parent]
         db.session.add(message)
         db.session.flush()
+        _attachments(record, where, message, owner)
         source_id = record.get("id")
         if source_id is not None:
             if not isinstance(source_id, int) or isinstance(source_id, bool) \
@@ -141,6 +176,23 @@ def import_thread(data: Any, owner: str) -> tuple[Thread, list[Message]]:
         messages.append(message)
     thread.active_leaf_id = _active_leaf(source, new_ids, messages)
     return thread, messages
+
+
+def _folder(source: dict, owner: str) -> str | None:
+    """The folder the thread was filed in (None: none), made for `owner` if they have no
+    folder of that name yet."""
+    name = _field(source, "folder", str, "the thread", default=None, nullable=True)
+    if name is None or name.strip() == "":
+        return None
+    name = name.strip()
+    if len(name) > FOLDER_MAX_CHARS or _has_controls(name):
+        raise ArchiveError(f"The thread's 'folder' must be one line of at most "
+                           f"{FOLDER_MAX_CHARS} characters.")
+    exists = db.session.scalar(select(Folder.id).where(Folder.owner == owner,
+                                                       Folder.name == name))
+    if exists is None:
+        db.session.add(Folder(owner=owner, name=name, created_at=utcnow()))
+    return name
 
 
 def _active_leaf(source: dict, new_ids: dict[int, int], messages: list[Message]) -> int | None:
@@ -155,6 +207,32 @@ def _active_leaf(source: dict, new_ids: dict[int, int], messages: list[Message])
         raise ArchiveError("The thread's 'active_leaf_id' does not name a message of the "
                            "export.")
     return new_ids[leaf]
+
+
+def _attachments(record: dict, where: str, message: Message, owner: str) -> None:
+    """A prompt's exported files, stored again for `owner` (read as any upload is)."""
+    from .files import FileRefused, read_file
+    from .uploads import MessageUpload, new_upload
+
+    files = _field(record, "attachments", list, where, default=None, nullable=True) or []
+    for position, file in enumerate(files):
+        name = file.get("name") if isinstance(file, dict) else None
+        try:
+            data = base64.b64decode(file.get("data") or "", validate=True) \
+                if isinstance(file, dict) and isinstance(file.get("data"), str) else b""
+        except ValueError:
+            data = b""
+        if message.role != "user" or not isinstance(name, str) or not data:
+            raise ArchiveError(f"{where.capitalize()}'s attachment {position + 1} needs a "
+                               "'name' and its base64 'data', on a user message.")
+        try:
+            read = read_file(name, data)
+        except FileRefused as refused:
+            raise ArchiveError(f"{where.capitalize()}'s attachment {name!r} is not a file "
+                               f"Relay keeps ({refused.reason}).") from None
+        upload = new_upload(db.session, owner, read)
+        db.session.add(MessageUpload(message_id=message.id, upload_id=upload.id,
+                                     position=position))
 
 
 def _message(record: dict, where: str, thread_id: int, now: dt.datetime) -> Message:

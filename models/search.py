@@ -89,10 +89,11 @@ class Hit:
     message_id: int | None  # None: the thread's title matched
     title: str
     snippet: Markup
+    archived: bool = False
 
     def to_json(self) -> dict:
         return {"thread_id": self.thread_id, "message_id": self.message_id,
-                "title": self.title, "snippet": str(self.snippet)}
+                "title": self.title, "snippet": str(self.snippet), "archived": self.archived}
 
 
 def query_terms(query: str) -> list[str]:
@@ -103,7 +104,8 @@ def query_terms(query: str) -> list[str]:
 
 def search(session: Session, owner: str, query: str, limit: int = 30) -> list[Hit]:
     """`owner`'s threads whose title, then messages whose text, match every word of `query`
-    (best first); empty when the query has no words."""
+    (best first); empty when the query has no words. Archived threads are found, temporary
+    ones never."""
     terms = query_terms(query)
     if not terms:
         return []
@@ -111,8 +113,8 @@ def search(session: Session, owner: str, query: str, limit: int = 30) -> list[Hi
         rows = _postgres(session, owner, terms, limit)
     else:
         rows = _sqlite(session, owner, terms, limit)
-    return [Hit(thread_id, message_id, title, marked(snippet))
-            for thread_id, message_id, title, snippet in rows]
+    return [Hit(thread_id, message_id, title, marked(snippet), bool(archived))
+            for thread_id, message_id, title, snippet, archived in rows]
 
 
 def _sqlite(session: Session, owner: str, terms: list[str], limit: int) -> list:
@@ -120,16 +122,16 @@ def _sqlite(session: Session, owner: str, terms: list[str], limit: int) -> list:
     match = " ".join(f'"{t}"' for t in terms) + "*"
     params = {"match": match, "owner": owner, "limit": limit, "open": OPEN, "close": CLOSE}
     titles = session.execute(text(
-        "SELECT t.id, NULL, t.title, highlight(threads_fts, 0, :open, :close) "
+        "SELECT t.id, NULL, t.title, highlight(threads_fts, 0, :open, :close), t.archived "
         "FROM threads_fts JOIN threads t ON t.id = threads_fts.rowid "
-        "WHERE threads_fts MATCH :match AND t.owner = :owner "
+        "WHERE threads_fts MATCH :match AND t.owner = :owner AND NOT t.temporary "
         "ORDER BY threads_fts.rank LIMIT :limit"), params).all()
     messages = session.execute(text(
         "SELECT m.thread_id, m.id, t.title, "
-        "snippet(messages_fts, 0, :open, :close, '…', 16) "
+        "snippet(messages_fts, 0, :open, :close, '…', 16), t.archived "
         "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
         "JOIN threads t ON t.id = m.thread_id "
-        "WHERE messages_fts MATCH :match AND t.owner = :owner "
+        "WHERE messages_fts MATCH :match AND t.owner = :owner AND NOT t.temporary "
         "ORDER BY messages_fts.rank LIMIT :limit"), params).all()
     return [*titles, *messages][:limit]
 
@@ -145,9 +147,9 @@ def _postgres(session: Session, owner: str, terms: list[str], limit: int) -> lis
               "brackets": LT + GT}
     titles = session.execute(text(
         "SELECT t.id, NULL, t.title, "
-        "ts_headline('simple', translate(t.title, '<>', :brackets), q, :options) "
+        "ts_headline('simple', translate(t.title, '<>', :brackets), q, :options), t.archived "
         "FROM threads t, to_tsquery('simple', :query) q "
-        "WHERE to_tsvector('simple', t.title) @@ q AND t.owner = :owner "
+        "WHERE to_tsvector('simple', t.title) @@ q AND t.owner = :owner AND NOT t.temporary "
         "ORDER BY t.updated_at DESC, t.id DESC LIMIT :limit"), params).all()
     # Newest first: ranking would compute every match's tsvector again (the index holds
     # none). The matches come from the GIN index first (MATERIALIZED: else, for a word
@@ -157,12 +159,13 @@ def _postgres(session: Session, owner: str, terms: list[str], limit: int) -> lis
         "WITH matched AS MATERIALIZED ("
         "  SELECT id, thread_id FROM messages "
         "  WHERE to_tsvector('simple', content) @@ to_tsquery('simple', :query)), "
-        "hit AS (SELECT matched.id, matched.thread_id, t.title FROM matched "
-        "  JOIN threads t ON t.id = matched.thread_id WHERE t.owner = :owner "
+        "hit AS (SELECT matched.id, matched.thread_id, t.title, t.archived FROM matched "
+        "  JOIN threads t ON t.id = matched.thread_id "
+        "  WHERE t.owner = :owner AND NOT t.temporary "
         "  ORDER BY matched.id DESC LIMIT :limit) "
         "SELECT hit.thread_id, hit.id, hit.title, "
         "ts_headline('simple', translate(m.content, '<>', :brackets), "
-        "to_tsquery('simple', :query), :options) "
+        "to_tsquery('simple', :query), :options), hit.archived "
         "FROM hit JOIN messages m ON m.id = hit.id ORDER BY hit.id DESC"), params).all()
     return [*titles, *messages][:limit]
 

@@ -24,6 +24,7 @@ class ClaimedReply(NamedTuple):
     reasoning: str | None  # and the parts it had: its cursor goes on from them
     steps: list | None
     reasoning_ms: int | None
+    claim: int  # this claim's number: the generation writes only while it is the latest
 
 
 def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
@@ -53,8 +54,10 @@ def _claim_statements():
     messages = Message.__table__
     claim = (update(messages)
              .where(messages.c.id == bindparam("claimed"), messages.c.status == PENDING)
-             .values(status=STREAMING, heartbeat_at=bindparam("now")))
+             .values(status=STREAMING, heartbeat_at=bindparam("now"),
+                     claim=messages.c.claim + 1))
     columns = (messages.c.id, messages.c.thread_id, messages.c.parent_id, messages.c.role,
                messages.c.content, messages.c.model, messages.c.usage,
-               messages.c.reasoning, messages.c.steps, messages.c.reasoning_ms)
+               messages.c.reasoning, messages.c.steps, messages.c.reasoning_ms,
+               messages.c.claim)
     return claim, columns

@@ -24,6 +24,7 @@ from models import (
     control_channel,
     thread_channel,
 )
+from observability.metrics import NullMetrics
 from tools import ToolBox, ToolContext, make_toolbox
 
 from .admission import Admission, LoopLag
@@ -39,6 +40,7 @@ from .generation import (
 from .history import build_history, continuation
 from .hub import Event, Hub, Subscription
 from .parts import Cursor, cursor_of
+from .periodic import Periodic
 from .reader import CursorError, ReadItem, persisted_text_after, read_live, read_persisted
 from .sweeper import Sweeper
 from .writer import DeltaWriter
@@ -58,9 +60,11 @@ class ReplyEngine:
                  db_engine: Engine, background_engine: Engine | None = None,
                  models: ModelCatalog | None = None,
                  toolbox: ToolBox | None = None,
+                 metrics: NullMetrics | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         config = app.config
         self.app = app
+        self.metrics = metrics or NullMetrics()
         self._sessions = sessionmaker(db_engine, expire_on_commit=False)
         # The tools models may call here (TOOLS, MAX_TOOL_STEPS); empty: none.
         self.toolbox = toolbox if toolbox is not None else make_toolbox(config)
@@ -84,8 +88,10 @@ class ReplyEngine:
             heartbeat_s=config["HEARTBEAT_S"],
             clock=clock,
             on_finalized=self._forget,
-            on_cancel=self._cancel_local)
+            on_cancel=self._cancel_local,
+            metrics=self.metrics)
         self._headless: set[gevent.Greenlet] = set()
+        self._background: list[Periodic] = []
         self.loop_lag = LoopLag(then=self._admit_waiting)
         self.admission = Admission(
             max_running=config["MAX_GENERATIONS"], max_queued=config["MAX_QUEUED"],
@@ -98,7 +104,7 @@ class ReplyEngine:
             unclaimed_after_s=config["DRIVER_GRACE_MS"] / 1000 + stale_after,
             interval_s=config["SWEEP_INTERVAL_S"] or min(5.0, stale_after / 3),
             publish=lambda thread_id, event: hub.publish(thread_channel(thread_id), event),
-            start=self.claim_or_queue)
+            start=self.claim_or_queue, metrics=self.metrics)
 
     def session(self) -> Session:
         """A new session of its own: one per greenlet, never shared."""
@@ -141,7 +147,8 @@ class ReplyEngine:
                 session.commit()
             history = build_history(session, message,
                                     system_prompt=self.app.config["SYSTEM_PROMPT"],
-                                    limit=self.app.config["HISTORY_MESSAGES"])
+                                    limit=self.app.config["HISTORY_MESSAGES"],
+                                    attachments=True, vision=choice.vision)
             if message.content:  # a continued reply: the model picks up where it stopped
                 history += continuation(message.content)
             return self._start(message, history, provider)
@@ -152,7 +159,7 @@ class ReplyEngine:
         generation = Generation(message.id, message.thread_id, prefix=message.content,
                                 clock=self.clock, on_first_text=self.writer.wake,
                                 reasoning=message.reasoning or "", steps=message.steps,
-                                reasoning_ms=message.reasoning_ms)
+                                reasoning_ms=message.reasoning_ms, claim=message.claim)
         if message.content:  # continued: the calls that wrote its text were paid for too
             generation.prior_usage = message.usage
         self.generations[message.id] = generation
@@ -190,6 +197,8 @@ class ReplyEngine:
         self.writer.wake()
 
     def _forget(self, generation: Generation) -> None:
+        if self.generations.get(generation.message_id) is not generation:
+            return  # a generation taken over: the reply's newer one runs here and stays
         self.generations.pop(generation.message_id, None)
         control = self._controls.pop(generation.message_id, None)
         if control is not None:
@@ -198,12 +207,30 @@ class ReplyEngine:
             gevent.spawn(self._admit_waiting)
 
     # -- background work and shutdown -------------------------------------------------
+    def add_background(self, work: Periodic) -> None:
+        """More periodic work for each worker, started and stopped with the engine's own."""
+        self._background.append(work)
+
     def start_background(self) -> None:
         """Start this worker's hub listener, sweeper and writer; once per worker process."""
         self.hub.start()
         self.writer.ensure_running()
         self.sweeper.start()
         self.loop_lag.start()
+        self.metrics.start(self._metric_sources)
+        for work in self._background:
+            work.start()
+
+    def _metric_sources(self) -> dict:
+        """What the metrics sample every second: this worker's replies, queue, hub."""
+        feeds = self.app.extensions.get("relay_feeds")
+        return {"generations": sum(1 for g in self.generations.values() if not g.done),
+                "queued": len(self.admission.waiting),
+                "websocket": feeds.stats()["followers"] if feeds is not None else 0,
+                "hub": {"backend": getattr(self.hub, "name", "unknown"),
+                        "degraded": bool(getattr(self.hub, "degraded", False))},
+                "hub_counts": (getattr(self.hub, "published", 0),
+                               getattr(self.hub, "received", 0))}
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """End every reply generating here as `interrupted`, its text flushed, then stop.
@@ -214,7 +241,10 @@ class ReplyEngine:
             return
         self.stopping.set()
         self.sweeper.stop()
+        for work in self._background:
+            work.stop()
         self.loop_lag.stop()
+        self.metrics.stop()
         for greenlet in list(self._headless):
             greenlet.kill(block=False)
         generations = [g for g in self.generations.values() if not g.done]
@@ -310,10 +340,14 @@ class ReplyEngine:
             stopping=self.stopping, queued=lambda: self.admission.ahead_of(message.id))
 
     def current_text(self, message: Message, session: Session) -> str:
-        """The freshest text of a message this worker can see (live, else persisted)."""
+        """A message's text as every worker sees it: what is persisted.
+
+        The worker generating a reply knows more (its tail not yet flushed), but a follower
+        whose requests land on different workers must never see the text go back; a tab that
+        streams the reply gets that tail from its stream, which goes on from here."""
         generation = self.local(message.id)
         if generation is not None:
-            return generation.text
+            return generation.text_between(0, generation.persisted_end)
         if message.status in ACTIVE_STATUSES:
             text = persisted_text_after(session, message, 0)
             # It may have ended meanwhile (its deltas folded into content): look again.

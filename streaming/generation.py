@@ -14,6 +14,7 @@ from gevent.event import Event
 from llm import Provider, ProviderError
 from llm.usage import add_usage, estimate_usage
 from models import ABORTED, COMPLETE, ERROR, INTERRUPTED
+from observability.logs import current_message
 from tools import ToolBox, ToolContext
 
 from .parts import RUNNING, Cursor, step_event, step_event_count
@@ -44,6 +45,17 @@ class RetryPolicy:
         return wait if wait <= self.max_wait_s else None
 
 
+def failure_kind(err: ProviderError) -> str:
+    """Why the model failed, as one of a few short names (never the user-facing text)."""
+    if err.status is None:
+        return "model_transport"  # connect, timeout, a stream cut off, a malformed reply
+    if err.status == 429:
+        return "model_rate_limited"
+    if err.status in (401, 403):
+        return "model_auth"
+    return "model_rejected" if err.status < 500 else "model_server"
+
+
 class GenerationCancelled(gevent.GreenletExit):
     """Raised inside a generation greenlet to stop it now, even mid-read from the model."""
 
@@ -60,9 +72,10 @@ class Generation:
                  clock: Callable[[], float],
                  on_first_text: Callable[[], None] | None = None,
                  reasoning: str = "", steps: list[dict[str, Any]] | None = None,
-                 reasoning_ms: int | None = None) -> None:
+                 reasoning_ms: int | None = None, claim: int = 0) -> None:
         self.message_id = message_id
         self.thread_id = thread_id
+        self.claim = claim  # the message's claim count when this generation took it
         self.clock = clock
         self._pieces: list[str] = [prefix] if prefix else []
         self._ends: list[int] = [len(prefix)] if prefix else []
@@ -74,6 +87,7 @@ class Generation:
         self.prior_usage: dict[str, Any] | None = None  # a continued reply's earlier calls
         self.streamed = True  # False: the server refused to stream and sent the reply whole
         self.finish_reason: str | None = None
+        self.failure: str | None = None  # why it failed, as a short kind (a metrics label)
         self.cancel_requested = False
         self.running = False  # set once the greenlet runs: only then can it be interrupted
         self.started_at = clock()
@@ -86,6 +100,10 @@ class Generation:
         self.last_flush_at = self.started_at
         self.last_heartbeat_at = self.started_at
         self.greenlet: gevent.Greenlet | None = None
+        # Model chunks appended so far, and what the writer has told the metrics of them.
+        self.tokens = 0
+        self.tokens_counted = 0
+        self.ttft_counted = False
         # Followers see the first words at once rather than a throttle period later.
         self._on_first_text = on_first_text
         # The reply's other parts: its reasoning (the model's thinking) and its tool steps.
@@ -152,6 +170,7 @@ class Generation:
             self.first_token_at = self.clock()
             if self._on_first_text is not None:
                 self._on_first_text()
+        self.tokens += 1
         self._pieces.append(piece)
         self.end += len(piece)
         self._ends.append(self.end)
@@ -166,6 +185,7 @@ class Generation:
             self._reasoning_break = False
             if self.reasoning and not self.reasoning.endswith("\n"):
                 piece = "\n\n" + piece
+        self.tokens += 1
         self.reasoning += piece
         self._notify()
 
@@ -234,6 +254,7 @@ def run_generation(generation: Generation, provider: Provider,
     `toolbox.max_steps` rounds of calls.
     """
     generation.running = True
+    current_message.set(generation.message_id)  # every log line of this greenlet names it
     retry = retry or RetryPolicy(attempts=0)
     asked = False
     if not (toolbox and tool_context is not None and getattr(provider, "supports_tools", False)):
@@ -265,6 +286,7 @@ def run_generation(generation: Generation, provider: Provider,
         if generation.cancel_requested:
             generation.finish(ABORTED)
         else:
+            generation.failure = failure_kind(err)
             generation.finish(ERROR, str(err))
     except GenerationCancelled:
         generation.cancel_requested = True

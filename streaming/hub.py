@@ -108,9 +108,17 @@ class InProcessHub:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._queue_size = queue_size
         self.watcher = watcher
+        self.published = 0  # events published here, and received from elsewhere (metrics)
+        self.received = 0
 
     # -- publishing -------------------------------------------------------------------
     def publish(self, channel: str, event: Event) -> None:
+        self.published += 1
+        self.deliver(channel, event)
+
+    def receive(self, channel: str, event: Event) -> None:
+        """An event from another worker (found by the database watcher): deliver it here."""
+        self.received += 1
         self.deliver(channel, event)
 
     def publish_many(self, events: Iterable[tuple[str, Event]]) -> None:

@@ -123,6 +123,7 @@ class BrokerHub(InProcessHub):
         # The broker is away: this worker's own subscribers still hear it; other workers
         # learn of the change from their database watchers.
         for channel, event in events:
+            self.published += 1
             self.deliver(channel, event)
 
     # -- subscribing ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from llm.usage import add_usage, estimate_usage
 from models import INTERRUPTED, PENDING, STREAMING, Message, StreamDelta, utcnow
+from observability.metrics import NullMetrics
 
 from .history import build_history
 from .parts import RUNNING
@@ -31,12 +32,14 @@ class Sweeper:
                  unclaimed_after_s: float, interval_s: float,
                  publish: Callable[[int, dict], None],
                  start: Callable[[int], object],
+                 metrics: NullMetrics | None = None,
                  now: Callable[[], dt.datetime] = utcnow) -> None:
         self._session_factory = session_factory
         self.stale_after_s = stale_after_s
         self.unclaimed_after_s = unclaimed_after_s
         self._publish = publish
         self._start = start
+        self._metrics = metrics or NullMetrics()
         self._now = now
         # Jitter spreads the workers' sweeps apart.
         self._periodic = Periodic(self.sweep, interval_s, name="sweep", jitter=0.25)
@@ -87,6 +90,7 @@ class Sweeper:
                 thread_id = message.thread_id
                 end = len(text)
             interrupted.append(message_id)
+            self._metrics.reply_ended(INTERRUPTED, "stale")  # its worker died
             log.warning("message %s had no heartbeat for %.0f s: marked interrupted at %d chars",
                         message_id, self.stale_after_s, end)
             self._publish(thread_id, {"type": "persisted", "message": message_id, "end": end,

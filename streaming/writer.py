@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gevent
 from gevent.event import Event
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import STREAMING, Message, StreamDelta, thread_channel, utcnow
+from observability.metrics import NullMetrics, reply_reason
 
 from .generation import Generation
 from .hub import Hub
@@ -58,6 +60,7 @@ class DeltaWriter:
                  throttle_max_s: float = 0.0, grow_chars: int = 2000,
                  on_finalized: Callable[[Generation], None] | None = None,
                  on_cancel: Callable[[Generation], None] | None = None,
+                 metrics: NullMetrics | None = None,
                  autostart: bool = True) -> None:
         self._session_factory = session_factory
         self._hub = hub
@@ -70,11 +73,17 @@ class DeltaWriter:
         self._clock = clock
         self._on_finalized = on_finalized
         self._on_cancel = on_cancel
+        self._metrics = metrics or NullMetrics()
+        self._tokens = 0  # tokens and first-token times not yet handed to the metrics
+        self._ttfts: list[float] = []
         self._autostart = autostart  # False: the caller drives `tick()` (tests, tools)
         self._active: dict[int, Generation] = {}
         self._wake = Event()
         self._greenlet: gevent.Greenlet | None = None
         self.stats = WriterStats()
+        # After a failed commit nobody knows whether it landed (the connection may have died
+        # after COMMIT reached the server): what is persisted is read back before writing more.
+        self._unsure = False
 
     # -- lifecycle --------------------------------------------------------------------
     def add(self, generation: Generation) -> None:
@@ -129,21 +138,31 @@ class DeltaWriter:
             if last is not None:
                 self.stats.gaps.append(now - last)
             last = now
+            started = time.perf_counter()
             try:
                 self.tick()
             except Exception:  # never let one bad tick stop every stream's persistence
                 log.exception("delta writer tick failed")
+            self._metrics.writer_tick(time.perf_counter() - started)
 
     # -- one tick ---------------------------------------------------------------------
     def tick(self) -> bool:
         """Commit what is due for every active generation; True when a commit happened."""
         self.stats.ticks += 1
+        if self._unsure and not self._resync():
+            return False
         now = self._clock()
         flushes: list[tuple[Generation, int, str]] = []
         heartbeats: list[Generation] = []
         finals: list[Generation] = []
         parts: list[tuple[Generation, dict, int]] = []  # reasoning, steps, their events
         for gen in list(self._active.values()):
+            # For the metrics, handed over at the next commit: tokens since the last look.
+            self._tokens += gen.tokens - gen.tokens_counted
+            gen.tokens_counted = gen.tokens
+            if gen.first_token_at is not None and not gen.ttft_counted:
+                gen.ttft_counted = True
+                self._ttfts.append(gen.first_token_at - gen.started_at)
             if gen.done:
                 finals.append(gen)
                 continue
@@ -168,17 +187,38 @@ class DeltaWriter:
         running = [g.message_id for g in self._active.values() if not g.done]
         if not (flushes or heartbeats or finals or parts):
             if running:
+                looked_at = list(self._active.values())
                 try:
                     with self._session_factory() as session:  # a read: nothing to commit
-                        self._apply_cancels(_cancelled(session, running))
+                        owned = _owned(session, looked_at, lock=False)
                 except Exception as err:
                     log.warning("delta writer could not read stop requests: %s", err)
+                    return False
+                self._apply_cancels({m for m in running if owned.get(m)})
+                for gen in looked_at:
+                    if gen.message_id not in owned:
+                        self._let_go(gen)
             return False
 
         wall = utcnow()
         cancelled: set[int] = set()
+        lost: list[Generation] = []
+        started = time.perf_counter()
         try:
             with self._session_factory() as session, session.begin():
+                # First, which replies are still ours (their rows stay locked to the commit):
+                # one claimed since by a newer generation, or deleted, is written no more.
+                # (Of those active now: one added while this waits is looked at next tick.)
+                looked_at = list(self._active.values())
+                owned = _owned(session, looked_at)
+                lost = [g for g in looked_at if g.message_id not in owned]
+                if lost:
+                    mine = owned.keys()
+                    flushes = [f for f in flushes if f[0].message_id in mine]
+                    parts = [p for p in parts if p[0].message_id in mine]
+                    heartbeats = [g for g in heartbeats if g.message_id in mine]
+                    finals = [g for g in finals if g.message_id in mine]
+                cancelled = {m for m in running if owned.get(m)}
                 if flushes:
                     session.execute(insert(StreamDelta), [
                         {"message_id": g.message_id, "start": g.persisted_end, "end": end,
@@ -193,18 +233,18 @@ class DeltaWriter:
                 if beating:
                     session.execute(update(Message).where(Message.id.in_(beating))
                                     .values(heartbeat_at=wall))
-                if running:
-                    cancelled = _cancelled(session, running)
                 for gen in finals:
                     self._finalize(session, gen, wall)
         except Exception as err:
             self.stats.failures += 1
             log.warning("delta writer commit failed, keeping %d streams in memory: %s",
                         len(flushes) + len(finals), err)
+            self._unsure = True
             if isinstance(err, IntegrityError):
                 self._drop_deleted()
             return False
 
+        committed_s = time.perf_counter() - started
         self.stats.commits += 1
         self.stats.deltas += len(flushes)
         events = []  # one publish for the whole tick: a broker hears one batch
@@ -225,6 +265,15 @@ class DeltaWriter:
         for gen in heartbeats:
             gen.last_heartbeat_at = now
         self._apply_cancels(cancelled)
+        for gen in lost:
+            self._let_go(gen)
+        # The metrics hear of a commit once per tick, never per token: its tokens before its
+        # ended replies, so a scrape between the two never sees a reply without its tokens.
+        lag = max((g.end - g.persisted_end for g in self._active.values() if not g.done),
+                  default=None)
+        self._metrics.writer_commit(committed_s, tokens=self._tokens, ttfts=self._ttfts,
+                                    lag_chars=lag)
+        self._tokens, self._ttfts = 0, []
         for gen in finals:
             self._active.pop(gen.message_id, None)
             self.stats.finalized += 1
@@ -233,10 +282,47 @@ class DeltaWriter:
             events.append((thread_channel(gen.thread_id),
                            {"type": "persisted", "message": gen.message_id, "end": gen.end,
                             "status": gen.status}))
+            self._metrics.reply_ended(gen.status, reply_reason(gen.status, gen.failure))
             if self._on_finalized is not None:
                 self._on_finalized(gen)
         self._hub.publish_many(events)
         return True
+
+    def _resync(self) -> bool:
+        """Take up where the database is: a commit reported as failed may have landed, and
+        writing its deltas again would repeat their text (or, with the same start, fail every
+        tick after it for every reply of this worker)."""
+        ids = list(self._active)
+        try:
+            with self._session_factory() as session:
+                ends = dict(session.execute(
+                    select(StreamDelta.message_id, func.max(StreamDelta.end))
+                    .where(StreamDelta.message_id.in_(ids))
+                    .group_by(StreamDelta.message_id)).all()) if ids else {}
+        except Exception as err:
+            log.warning("delta writer could not read back what is persisted: %s", err)
+            return False
+        for message_id, end in ends.items():
+            gen = self._active.get(message_id)
+            if gen is not None and end > gen.persisted_end:
+                log.warning("message %s: a commit reported as failed had landed; "
+                            "going on from offset %s", message_id, end)
+                gen.persisted_end = end
+        self._unsure = False
+        return True
+
+    def _let_go(self, gen: Generation) -> None:
+        """Stop a generation whose reply is no longer its own: deleted, or claimed by a newer
+        generation (continued elsewhere after this one was given up for dead)."""
+        log.warning("message %s is no longer this generation's (deleted, or taken over); "
+                    "stopping it without writing", gen.message_id)
+        if self._active.get(gen.message_id) is gen:
+            del self._active[gen.message_id]
+        if not gen.done and self._on_cancel is not None:
+            self._on_cancel(gen)
+        gen.finalized.set()
+        if self._on_finalized is not None:
+            self._on_finalized(gen)
 
     def _drop_deleted(self) -> None:
         """Stop and forget the generations whose message was deleted (its thread went):
@@ -248,14 +334,8 @@ class DeltaWriter:
         except Exception as err:
             log.warning("delta writer could not look for deleted replies: %s", err)
             return
-        for message_id in [m for m in self._active if m not in existing]:
-            gen = self._active.pop(message_id)
-            log.info("message %s was deleted while generating; dropping it", message_id)
-            if not gen.done and self._on_cancel is not None:
-                self._on_cancel(gen)
-            gen.finalized.set()
-            if self._on_finalized is not None:
-                self._on_finalized(gen)
+        for gen in [g for m, g in self._active.items() if m not in existing]:
+            self._let_go(gen)
 
     def _apply_cancels(self, message_ids: set[int]) -> None:
         for message_id in message_ids:
@@ -292,7 +372,12 @@ def _parts_of(gen: Generation) -> dict:
             "reasoning_ms": gen.reasoning_ms}
 
 
-def _cancelled(session: Session, message_ids: list[int]) -> set[int]:
-    """Which of these replies someone asked to stop."""
-    return set(session.scalars(select(Message.id).where(
-        Message.id.in_(message_ids), Message.cancel_requested.is_(True))))
+def _owned(session: Session, generations, *, lock: bool = True) -> dict[int, bool]:
+    """The replies still owned by these generations (their claim unchanged), each with
+    whether someone asked to stop it. With `lock` the rows stay locked until the commit,
+    so no claim can take one over between this look and the writes."""
+    claims = {g.message_id: g.claim for g in generations}
+    query = select(Message.id, Message.claim, Message.cancel_requested).where(
+        Message.id.in_(list(claims)))
+    rows = session.execute(query.with_for_update() if lock else query)
+    return {mid: bool(stop) for mid, claim, stop in rows if claims[mid] == claim}

@@ -7,11 +7,12 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from app import create_app
+from bench.fake_anthropic import FakeAnthropic
 from bench.fake_upstream import FakeUpstream, Reply, default_reply
 from bench.relay_server import ROOT, RelayServer
 from bench.sse_client import Event, SSEParser
@@ -188,11 +189,12 @@ class ScriptedUpstream(FakeUpstream):
         self.scripts: dict[str, list[Reply]] = {}
         super().__init__(default_reply=self._reply_for)
 
-    def script(self, *replies: Reply) -> str:
+    def script(self, *replies: Reply | Callable[[dict], Reply]) -> str:
         """Register replies and return a unique prompt that makes the model answer them.
 
         Each request in that conversation (retries, continuations) takes the next reply;
-        the last one repeats.
+        the last one repeats. A reply may be a function of the request's body that returns
+        the Reply (a continuation that writes exactly the rest, say).
         """
         prompt = f"prompt-{uuid.uuid4().hex}"
         self.scripts[prompt] = list(replies)
@@ -201,15 +203,21 @@ class ScriptedUpstream(FakeUpstream):
     def _prompt_of(self, body: dict) -> str | None:
         # The scripted prompt may be followed by a continuation request: search the history.
         for message in reversed(body.get("messages") or []):
-            if message.get("role") == "user" and message.get("content") in self.scripts:
-                return message["content"]
+            content = message.get("content")
+            if isinstance(content, list):  # a prompt with attachments: its text comes last
+                texts = [p.get("text") for p in content
+                         if isinstance(p, dict) and p.get("type") == "text"]
+                content = texts[-1] if texts else None
+            if message.get("role") == "user" and content in self.scripts:
+                return content
         return None
 
     def _reply_for(self, body: dict) -> Reply:
         replies = self.scripts.get(self._prompt_of(body) or "")
         if not replies:
             return default_reply(body)
-        return replies.pop(0) if len(replies) > 1 else replies[0]
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        return reply(body) if callable(reply) else reply
 
     def records_for(self, prompt: str) -> list:
         return [r for r in list(self.requests) if r.body and self._prompt_of(r.body) == prompt]
@@ -314,3 +322,19 @@ def postgres_cluster(postgres_url) -> Iterator[PostgresCluster]:
         need_service("a restartable local PostgreSQL", str(err))
     yield cluster
     cluster.start()
+
+
+ANTHROPIC_KEY = "sk-ant-test-server-key-0123456789"
+
+
+class ScriptedAnthropic(ScriptedUpstream, FakeAnthropic):
+    """The fake Anthropic API, answering each prompt with the replies a test registered."""
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[ScriptedAnthropic]:
+    """The fake Anthropic API for a module's server (`ANTHROPIC_KEY` is its key)."""
+    fake = ScriptedAnthropic()
+    fake.api_key = ANTHROPIC_KEY
+    with fake.start():
+        yield fake

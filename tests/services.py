@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -175,8 +175,12 @@ class Hit:
 class NginxProxy:
     """nginx running deploy/nginx.conf on a free port in front of the given Relay hosts."""
 
-    def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx") -> None:
+    def __init__(self, upstreams: list[str], workdir: Path, binary: str = "nginx", *,
+                 configure: Callable[[str, list[str], str], str] | None = None) -> None:
+        """`configure(text, upstreams, listen)` makes the site from deploy/nginx.conf's text
+        (default: site_config)."""
         self.binary = binary
+        self.configure = configure or site_config
         self.upstreams = upstreams
         self.workdir = workdir
         self.port = free_port()
@@ -185,8 +189,8 @@ class NginxProxy:
 
     def start(self, timeout: float = 10.0) -> NginxProxy:
         site = self.workdir / "relay.conf"
-        site.write_text(site_config(NGINX_SITE.read_text(), self.upstreams,
-                                    f"127.0.0.1:{self.port}"))
+        site.write_text(self.configure(NGINX_SITE.read_text(), self.upstreams,
+                                       f"127.0.0.1:{self.port}"))
         conf = self.workdir / "nginx.conf"
         conf.write_text(main_config(self.workdir, site))
         command = [self.binary, "-p", str(self.workdir), "-e", str(self.workdir / "error.log"),

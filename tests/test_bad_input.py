@@ -325,6 +325,20 @@ def test_a_malformed_websocket_upgrade_is_a_4xx_before_any_socket(app, client, t
         assert answer.headers["Upgrade"] == "websocket"
 
 
+def test_a_client_gone_during_the_websocket_handshake_is_no_error(app, client, thread_id,
+                                                                  monkeypatch, caplog):
+    import flask_sock
+
+    def gone(environ, **options):
+        raise BrokenPipeError(32, "Broken pipe")  # the 101 written to a closed socket
+
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    monkeypatch.setattr(flask_sock, "Server", gone)
+    answer = client.get(f"/threads/{thread_id}/ws", headers=UPGRADE)
+    assert answer.status_code == 400
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_a_websocket_upgrade_to_a_page_is_a_4xx(client, thread_id):
     answer = client.get("/", headers={**UPGRADE, **JSON})
     assert answer.status_code == 400

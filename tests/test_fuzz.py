@@ -32,7 +32,7 @@ from models import (
     Thread,
     db,
 )
-from tests.conftest import csrf_of
+from tests.conftest import csrf_of, made_app
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 REQUEST_TIMEOUT_S = 30.0  # generous: a demo reply streams in well under a second
@@ -52,6 +52,25 @@ numbers = st.one_of(
 )
 
 
+# The fuzz runs with Relay as it ships (anonymous owners) and with accounts switched on.
+ACCOUNT_PASSWORD = "fuzzing password"
+ACCOUNT_FIELDS = ["username", "password", "invite", "current_password", "new_password",
+                  "keep", "next"]
+
+
+@pytest.fixture(params=["anonymous", "accounts"])
+def fuzz_app(request, tmp_path):
+    with made_app(tmp_path, AUTH_MODE=request.param, SIGNUP="open") as app:
+        yield app
+
+
+# Fields of the organising endpoints (folders, pin, archive, bulk, temporary) and values
+# that get past their first checks.
+FIELDS = ("folder", "pinned", "archived", "temporary", "ids", "action", "name")
+FIELD_VALUES = st.sampled_from(["true", "false", "", "Work", "archive", "unarchive", "delete",
+                                "pin", "1", "2"]) | st.booleans() | st.integers(-2, 60)
+
+
 @dataclass
 class World:
     """What the fuzzer knows: real ids and tokens to mix with junk."""
@@ -60,6 +79,7 @@ class World:
     message_ids: list[int]
     share_tokens: list[str]
     csrf: dict[str, str]
+    folder_ids: list[int] = field(default_factory=list)
     clients: dict = field(default_factory=dict)
 
 
@@ -88,7 +108,8 @@ def path_for(draw, template: str, world: World) -> str:
         if match.group("name") == "token":
             return draw(st.one_of(st.sampled_from(world.share_tokens),
                                   hostile_text.map(lambda s: quote(s, safe=""))))
-        known = world.thread_ids if match.group("name") == "thread_id" else world.message_ids
+        known = {"thread_id": world.thread_ids, "folder_id": world.folder_ids}.get(
+            match.group("name"), world.message_ids)
         return draw(id_values(known))
 
     return PLACEHOLDER.sub(value, template)
@@ -139,12 +160,15 @@ def http_requests(draw, routes: list[tuple[str, list[str]]], world: World) -> di
         headers["X-CSRF-Token"] = draw(st.text(st.characters(min_codepoint=0x21,
                                                              max_codepoint=0x7E), max_size=50))
 
-    body_kind = draw(st.sampled_from(["none", "form", "json", "json-content", "bytes"]))
+    body_kind = draw(st.sampled_from(["none", "form", "json", "json-content", "json-fields",
+                                      "bytes"]))
     data: bytes | dict | None = None
     content_type = None
     if body_kind == "form":
-        data = draw(st.dictionaries(st.sampled_from(["content", "csrf_token"]) | hostile_text,
-                                    hostile_text, max_size=3))
+        data = draw(st.dictionaries(st.sampled_from(["content", "csrf_token", *ACCOUNT_FIELDS,
+                                                     *FIELDS]) | hostile_text,
+                                    hostile_text | FIELD_VALUES | st.sampled_from(
+                                        ["owner", "stranger", ACCOUNT_PASSWORD]), max_size=3))
         if csrf == "valid-form" and who in world.csrf:
             data["csrf_token"] = world.csrf[who]
     elif body_kind in ("json", "json-content"):
@@ -154,7 +178,11 @@ def http_requests(draw, routes: list[tuple[str, list[str]]], world: World) -> di
                                   | st.dictionaries(hostile_text, inner, max_size=3),
                                   max_leaves=6))
         if body_kind == "json-content":
-            value = {"content": value}
+            value = {draw(st.sampled_from(["content", *ACCOUNT_FIELDS])): value,
+                     **({"password": ACCOUNT_PASSWORD} if draw(st.booleans()) else {})}
+        elif body_kind == "json-fields":  # the organising endpoints' fields, good and bad
+            value = draw(st.dictionaries(st.sampled_from(FIELDS), value | FIELD_VALUES
+                                         | st.lists(FIELD_VALUES, max_size=3), max_size=4))
         data = json.dumps(value).encode()
         content_type = "application/json"
     elif body_kind == "bytes":
@@ -174,12 +202,19 @@ def http_requests(draw, routes: list[tuple[str, list[str]]], world: World) -> di
 
 def seed_world(app) -> World:
     owner, stranger = app.test_client(), app.test_client()
+    if app.config["AUTH_MODE"] == "accounts":  # each a signed-in user of their own
+        for name, client in (("owner", owner), ("stranger", stranger)):
+            page = client.get("/signup")
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+            assert client.post("/signup", data={"username": name, "password": ACCOUNT_PASSWORD,
+                                                "csrf_token": token}).status_code == 303
     csrf = {"owner": csrf_of(owner), "stranger": csrf_of(stranger)}
     headers = {"X-CSRF-Token": csrf["owner"], "Accept": "application/json"}
     thread_id = owner.post("/threads", headers=headers).json["thread"]["id"]
     sent = owner.post(f"/threads/{thread_id}/messages", json={"content": "Hello, fuzz"},
                       headers=headers).json
     share_url = owner.post(f"/threads/{thread_id}/share", headers=headers).json["share_url"]
+    folder = owner.post("/folders", json={"name": "Work"}, headers=headers).json["folder"]
     other_thread = stranger.post(
         "/threads", headers={"X-CSRF-Token": csrf["stranger"],
                              "Accept": "application/json"}).json["thread"]["id"]
@@ -195,6 +230,7 @@ def seed_world(app) -> World:
             [r.id for r in replies]
     return World(thread_ids=[thread_id, other_thread], message_ids=ids,
                  share_tokens=[share_url.rsplit("/", 1)[1]], csrf=csrf,
+                 folder_ids=[folder["id"]],
                  clients={"owner": owner, "stranger": stranger})
 
 
@@ -213,7 +249,30 @@ def perform(app, world: World, request: dict):
     with gevent.Timeout(REQUEST_TIMEOUT_S, AssertionError(f"request hung: {request!r}")):
         response = client.open(request["path"], **kwargs)
         response.get_data()
+    if request["who"] in world.clients:
+        keep_signed_in(app, world, request["who"])
     return response
+
+
+ACCOUNT_PATHS = ("/signin", "/signup", "/signout", "/account/password")
+
+
+def keep_signed_in(app, world: World, who: str) -> None:
+    """After a sign-in, sign-up, sign-out or password change (the fuzzer sends real names
+    and the real password too), the browser is its own user again with its own token, so
+    the fuzz goes on reaching the owner's endpoints."""
+    if app.config["AUTH_MODE"] != "accounts":
+        return
+    client = world.clients[who]
+    from models.accounts import find_user, open_session, session_user
+
+    with client.session_transaction() as session, app.app_context():
+        user = session_user(db.session, session.get("sid") or "")
+        if user is not None and user.username == who and session.get("csrf") == world.csrf[who]:
+            return
+        session.clear()
+        session["sid"] = open_session(db.session, find_user(db.session, who))
+        session["csrf"] = world.csrf[who]
 
 
 def finish_every_active_reply(app) -> None:
@@ -232,11 +291,13 @@ def finish_every_active_reply(app) -> None:
                 f"reply {message_id} did not finish"
 
 
-def test_no_request_from_anyone_is_ever_a_server_error(app):
+def test_no_request_from_anyone_is_ever_a_server_error(fuzz_app):
+    app = fuzz_app
     app.config["PROPAGATE_EXCEPTIONS"] = False  # a crash shows as a 500 (logged), not a raise
     routes = fuzzable_routes(app)
     assert {"/messages/<id:message_id>/continue", "/threads/<id:thread_id>/messages",
-            "/messages/<id:message_id>/stream"} <= {template for template, _ in routes}
+            "/messages/<id:message_id>/stream", "/signin", "/signup", "/signout",
+            "/account/password", "/account/claim"} <= {template for template, _ in routes}
     world = seed_world(app)
     statuses: list[int] = []
     deleted: set[int] = set()  # threads the owner deleted, as it may
@@ -252,6 +313,8 @@ def test_no_request_from_anyone_is_ever_a_server_error(app):
         if response.status_code < 400 and (
                 request["method"] == "DELETE" or request["path"].endswith("/delete")):
             deleted.add(int(request["path"].split("/")[2]))
+        if response.status_code < 400 and request["path"] == "/threads/bulk":
+            deleted.update(bulk_ids(request["data"]))
         assert response.status_code < 500, \
             f"{response.status_code} for {request!r}: {response.get_data()[:500]!r}"
 
@@ -277,6 +340,20 @@ def test_no_request_from_anyone_is_ever_a_server_error(app):
             if generation.greenlet is not None:
                 generation.greenlet.join(timeout=2)
         relay.writer.stop()
+
+
+def bulk_ids(data) -> set[int]:
+    """The thread ids a bulk request named (it may have deleted them)."""
+    if isinstance(data, dict):
+        values = [data.get("ids")]
+    else:
+        try:
+            body = json.loads(data or b"null")
+        except ValueError:
+            return set()
+        values = body.get("ids") if isinstance(body, dict) else None
+        values = values if isinstance(values, list) else [values]
+    return {int(v) for v in values if isinstance(v, int | str) and str(v).isdigit()}
 
 
 class LoggedErrors(logging.Handler):
@@ -329,6 +406,12 @@ MALFORMED_BODIES: list[tuple[str | None, bytes]] = [
     ("application/json", b'"a string"'),
     ("application/json; charset=utf-16", '{"content": "hi"}'.encode("utf-16")),
     ("text/plain", b"content=hello"),
+    ("application/x-www-form-urlencoded", b"username=%ff&password=%00&invite=%c3&keep=%ff"),
+    ("application/x-www-form-urlencoded", b"username=owner&password=&new_password=%E2%80%8B"),
+    ("application/json", b'{"username": ["owner"], "password": {"a": 1}, "keep": [], '
+     b'"current_password": null, "new_password": 1e999, "invite": true}'),
+    ("application/json", b'{"username": "\\ud800", "password": "\\udfff\\ud800abcdefgh"}'),
+    ("application/json", b'{"username": "owner", "password": "' + b"p" * 5000 + b'"}'),
     ("application/octet-stream", bytes(range(256))),
 ]
 # Path ids, query strings and headers that are wrong in every way a client can be wrong.
@@ -371,13 +454,16 @@ def fill(template: str, world: World, value: str | None = None) -> str:
 
 
 def destructive(path: str, method: str) -> bool:
-    return method == "DELETE" or path.endswith(("/delete", "/revoke"))
+    """What may delete the seeded thread or its link, or sign the owner out."""
+    return method == "DELETE" or path.endswith(("/delete", "/revoke", "/signout",
+                                                "/account/password", "/signin", "/signup"))
 
 
-def test_every_route_method_and_content_type_with_malformed_input_is_a_4xx(app):
+def test_every_route_method_and_content_type_with_malformed_input_is_a_4xx(fuzz_app):
     """A systematic walk (the fuzzer above samples; this covers every combination): each
     route x method x malformed body, each route with malformed ids, cursors and headers. No
     answer is a 5xx and nothing is logged as an error or with a traceback."""
+    app = fuzz_app
     app.config["PROPAGATE_EXCEPTIONS"] = False
     world = seed_world(app)
     owner = world.clients["owner"]

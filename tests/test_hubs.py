@@ -11,6 +11,7 @@ import time
 import uuid
 
 import gevent
+import gevent.event
 import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import sessionmaker
@@ -391,3 +392,57 @@ def test_each_change_is_rendered_once_per_worker_and_a_slow_follower_is_dropped(
     assert feeds.stats() == {"threads": 0, "followers": 0}
     assert hub.subscriber_count() == 0
 
+
+
+def test_the_last_follower_leaving_mid_render_lets_the_render_finish(app):
+    from views.feeds import FollowerFeeds
+
+    hub = InProcessHub()
+    started, release = gevent.event.Event(), gevent.event.Event()
+    outcome = []
+
+    def render(thread_id, events, readonly):
+        started.set()
+        try:
+            release.wait(10)  # a query under way: killing it here breaks its connection
+        except BaseException as err:
+            outcome.append(type(err).__name__)
+            raise
+        outcome.append("finished")
+        return "frame"
+
+    feeds = FollowerFeeds(app, hub, render, queue_frames=4)
+    with feeds.follow(1, False, {"wsgi.url_scheme": "http", "HTTP_HOST": "relay.test"}):
+        hub.publish("thread:1", {"type": "persisted", "message": 1, "end": 1})
+        assert started.wait(10)
+    gevent.sleep(0.05)  # a kill would land now
+    release.set()
+    gevent.sleep(0.05)
+    assert outcome == ["finished"]
+    assert feeds.stats() == {"threads": 0, "followers": 0}
+    assert hub.subscriber_count() == 0
+
+
+def test_changes_rendered_while_the_database_is_away_reach_followers_once_it_is_back(
+        app, monkeypatch, caplog):
+    from sqlalchemy.exc import OperationalError
+
+    import views.feeds
+    from views.feeds import FollowerFeeds
+
+    monkeypatch.setattr(views.feeds, "RENDER_RETRY_S", (0.01,), raising=False)
+    hub = InProcessHub()
+    failures = [OperationalError("SELECT 1", {}, Exception("connection refused"))] * 3
+
+    def render(thread_id, events, readonly):
+        if failures:
+            raise failures.pop()
+        return "the reply's end"
+
+    feeds = FollowerFeeds(app, hub, render, queue_frames=4)
+    with feeds.follow(1, False, {"wsgi.url_scheme": "http", "HTTP_HOST": "relay.test"}) as f:
+        hub.publish("thread:1", {"type": "persisted", "message": 1, "end": 9,
+                                 "status": "complete"})
+        assert f.next_frame(10) == "the reply's end"
+    assert not failures
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from views.markdown import render_markdown
+from views.markdown import render_live, render_markdown
 
 SAFE_SCHEMES = ("http://", "https://", "mailto:")
 # Tags that can run script, load something, or take input; none may appear as an element.
-FORBIDDEN_TAGS = {"script", "iframe", "object", "embed", "img", "svg", "math", "form", "input",
-                  "link", "meta", "style", "base", "frame", "frameset", "video", "audio"}
+# (MathML may: the renderer draws TeX with it; its attributes are checked like any others.)
+FORBIDDEN_TAGS = {"script", "iframe", "object", "embed", "img", "svg", "form", "input",
+                  "link", "meta", "style", "base", "frame", "frameset", "video", "audio",
+                  "maction", "annotation-xml"}
 
 
 class ElementCollector(HTMLParser):
@@ -37,7 +40,10 @@ HOSTILE_PARTS = [
     "&lt;script&gt;", "<a href='java\tscript:alert(1)'>t</a>", "[a](vbscript:msgbox)",
     "<details open ontoggle=alert(1)>", "\"><script>x</script>", "*", "**", "\n", " ", "> ",
     "- ", "1. ", "| a |\n|---|\n| b |", "[ref]: javascript:alert(1)\n\n[ref]",
-    "<https://ok.example>", "<javascript:alert(1)>",
+    "<https://ok.example>", "<javascript:alert(1)>", "<math><maction actiontype=x>",
+    "$", "$$", "\\(", "\\)", "\\[", "\\]", "\\href{javascript:alert(1)}{x}",
+    "\\text{<img src=x onerror=alert(1)>}", "\\style{background:url(x)}{y}", "x^2", "`",
+    "```mermaid\n", "graph TD; A-->B\n", "```\n",
 ]
 
 
@@ -125,3 +131,23 @@ def test_code_and_table_lookalikes_in_text_stay_text():
     html = render_markdown("`<pre><code>` and <table> and </code></pre>")
     assert "code-block" not in html and "table-scroll" not in html
     assert_inert(html)
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("Some words", ""),
+    ("Some words ", "space"),
+    ("Some words\n", "space"),
+    ("A paragraph.\n\n", "block"),
+    ("```python\nprint(1)\n```\n", "code-end"),
+    ("```python\nprint(1)\n```", "code-end"),
+    ("~~~~\ncode\n~~~~\n\n", "code-end"),
+    ("```mermaid\ngraph TD\n  A --> B\n```\n", "code-end"),
+    # Still open: what follows is more code.
+    ("```python\nprint(1)\n", "space"),
+    ("```\n", "space"),
+    ("````\nshown ```\n```\n", "space"),  # a shorter fence does not close a longer one
+    ("```\ncode\n``` not a close\n", "space"),
+    ("```\na\n```\n\nThen text\n", "space"),  # the code block is not the last block
+])
+def test_the_trail_says_where_text_after_a_rendering_goes(text, kind):
+    assert render_live(text, final=False)[1] == kind

@@ -19,7 +19,8 @@ from models import Thread, db
 from models.search import is_search_table
 from models.tree import ThreadTree
 
-MODEL_TABLES = {"threads", "messages", "stream_deltas"}
+MODEL_TABLES = {"threads", "messages", "stream_deltas", "users", "account_sessions", "invites",
+                "folders", "blobs", "uploads", "message_uploads"}
 
 
 @pytest.fixture(autouse=True)

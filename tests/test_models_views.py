@@ -68,14 +68,19 @@ def test_get_models_lists_every_configured_model_default_first(multi_client):
     answer = multi_client.get("/models")
     assert answer.status_code == 200
     assert answer.json == [
-        {"id": "fake-model", "provider": "openai", "label": "fake-model", "vision": False},
-        {"id": "claude-fake", "provider": "anthropic", "label": "Claude Fake", "vision": True},
-        {"id": "demo", "provider": "demo", "label": "Demo model (offline)", "vision": False}]
+        {"id": "fake-model", "provider": "openai", "label": "fake-model", "vision": False,
+         "context": 128000},
+        {"id": "claude-fake", "provider": "anthropic", "label": "Claude Fake", "vision": True,
+         "context": 128000},
+        # The demo model acknowledges attachments: it counts as reading images.
+        {"id": "demo", "provider": "demo", "label": "Demo model (offline)", "vision": True,
+         "context": 128000}]
 
 
 def test_one_model_configured_the_old_way_is_the_only_choice(client):
     assert client.get("/models").json == [
-        {"id": "demo", "provider": "demo", "label": "Demo model (offline)", "vision": False}]
+        {"id": "demo", "provider": "demo", "label": "Demo model (offline)", "vision": True,
+         "context": 128000}]
     page = client.get("/").text
     assert 'name="model"' not in page  # no picker when there is nothing to pick
 
@@ -123,7 +128,7 @@ def test_the_thread_remembers_the_model_chosen_for_its_next_prompts(multi, multi
     page = multi_client.get(f"/threads/{thread_id}").text
     picker = re.search(r'<select id="composer-model" name="model">(.*?)</select>', page, re.S)
     assert picker is not None
-    assert re.search(r'<option value="claude-fake" selected>Claude Fake</option>', picker[1])
+    assert re.search(r'<option value="claude-fake" selected[^>]*>Claude Fake</option>', picker[1])
     assert picker[1].count(" selected") == 1
     assert 'class="message-role">claude-fake<' in page
 
@@ -133,7 +138,7 @@ def test_a_new_thread_uses_the_default_model(multi_client):
     sent = post(multi_client, token, new_thread(multi_client, token), "Hello")
     assert sent.json["assistant_message"]["model"] == "fake-model"
     page = multi_client.get("/").text
-    assert re.search(r'<option value="fake-model" selected>', page)
+    assert re.search(r'<option value="fake-model" selected[ >]', page)
 
 
 def test_the_home_composer_takes_a_model_for_the_new_thread(multi, multi_client):

@@ -12,7 +12,7 @@ import pytest
 
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reconnecting, read_reply
-from tests.test_server_models import ANTHROPIC_KEY, claude  # noqa: F401  (a fixture)
+from tests.conftest import ANTHROPIC_KEY
 from tests.test_server_streaming import TRICKY, terminal, wait_for
 
 pytestmark = pytest.mark.server
@@ -22,7 +22,7 @@ MODELS = ("openai:fake-model,anthropic:claude-fake=Claude Fake,openai:fake-two,"
 
 
 @pytest.fixture(scope="module")
-def server(server_factory, claude):  # noqa: F811
+def server(server_factory, claude):
     return server_factory(CHAT_MODELS=MODELS, ANTHROPIC_BASE_URL=claude.url,
                           ANTHROPIC_API_KEY=ANTHROPIC_KEY)
 
@@ -32,7 +32,7 @@ def browser(server) -> RelayClient:
     return RelayClient(server.base_url).open()
 
 
-def both_answer(upstream, claude, openai_reply: Reply, claude_reply: Reply) -> str:  # noqa: F811
+def both_answer(upstream, claude, openai_reply: Reply, claude_reply: Reply) -> str:
     """A prompt that the OpenAI-compatible model and Claude answer each in their own way."""
     prompt = upstream.script(openai_reply)
     claude.scripts[prompt] = [claude_reply]
@@ -49,7 +49,7 @@ def thread_messages(browser: RelayClient, thread: int) -> list[dict]:
     return browser.get_json(f"/threads/{thread}").json()["messages"]
 
 
-def test_compared_replies_stream_at_once_each_exact_over_reconnects(browser, upstream, claude):  # noqa: F811
+def test_compared_replies_stream_at_once_each_exact_over_reconnects(browser, upstream, claude):
     other = " ".join(f"c{i}{'é' if i % 3 else '😀'}" for i in range(150)) + "\r\nend &amp;"
     prompt = both_answer(upstream, claude, Reply.words(TRICKY * 4, token_delay_s=0.01),
                          Reply.words(other, token_delay_s=0.01))
@@ -78,7 +78,7 @@ def test_compared_replies_stream_at_once_each_exact_over_reconnects(browser, ups
     assert [m["id"] for m in thread_messages(browser, thread)] == [user["id"], replies[0]["id"]]
 
 
-def test_a_compared_reply_chosen_is_what_the_thread_continues_from(browser, upstream, claude):  # noqa: F811
+def test_a_compared_reply_chosen_is_what_the_thread_continues_from(browser, upstream, claude):
     prompt = both_answer(upstream, claude, Reply.words("Answer from the first model."),
                          Reply.words("Answer from Claude."))
     thread = browser.new_thread()
@@ -105,7 +105,7 @@ def test_a_compared_reply_chosen_is_what_the_thread_continues_from(browser, upst
     assert 'class="comparison"' not in page and '<span class="version-label">2 / 2</span>' in page
 
 
-def test_a_comparison_round_trips_through_export_and_import(browser, upstream, claude):  # noqa: F811
+def test_a_comparison_round_trips_through_export_and_import(browser, upstream, claude):
     prompt = both_answer(upstream, claude, Reply.words("one"), Reply.words("two"))
     thread = browser.new_thread()
     body = compare(browser, thread, prompt, compare="claude-fake")
@@ -132,7 +132,7 @@ def browser_json(data: dict) -> bytes:
     return json.dumps(data).encode()
 
 
-def test_a_comparison_posted_as_a_form_answers_the_grid_that_streams(browser, upstream, claude):  # noqa: F811
+def test_a_comparison_posted_as_a_form_answers_the_grid_that_streams(browser, upstream, claude):
     prompt = both_answer(upstream, claude, Reply.words("form one"), Reply.words("form two"))
     thread = browser.new_thread()
     form = urlencode([("content", prompt), ("model", "claude-fake"),
@@ -171,7 +171,7 @@ def test_a_bad_comparison_is_a_4xx_that_says_why_and_stores_nothing(browser, fie
     assert thread_messages(browser, thread) == []
 
 
-def test_followers_see_the_comparison_over_the_websocket(server, browser, upstream, claude):  # noqa: F811
+def test_followers_see_the_comparison_over_the_websocket(server, browser, upstream, claude):
     from tests.test_server_followers import STATUS, open_socket
 
     prompt = both_answer(upstream, claude, Reply.words("ws one " * 30, token_delay_s=0.01),

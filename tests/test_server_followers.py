@@ -104,6 +104,41 @@ def test_share_link_reads_live_but_cannot_post_or_cancel(server, upstream):
     assert owner.message(reply_id)["status"] == "complete"  # and stopped nothing
 
 
+def test_revoking_a_share_shuts_out_the_viewers_following_live(server, upstream):
+    """A viewer's open websocket is not a way around a revoked link: it gets a last frame
+    saying the link was revoked, then the socket ends, while the owner goes on following."""
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    text = " ".join(f"revoked{i}" for i in range(200))
+    sent = owner.send(thread, upstream.script(Reply.words(text, token_delay_s=0.02)))
+    share_path = owner.post_json(f"/threads/{thread}/share").json()["share_url"] \
+        .split(server.base_url, 1)[1]
+    viewer = RelayClient(server.base_url).open()
+    assert viewer.request("GET", share_path).status == 200
+    watching = open_socket(server, viewer, thread)
+    following = open_socket(server, owner, thread)
+    try:
+        assert 'id="live-status"' in watching.recv()
+        assert 'id="live-status"' in following.recv()
+        assert owner.post_json(f"/threads/{thread}/share/revoke").status == 200
+        last = ""
+        deadline = time.monotonic() + 10
+        while "thread--deleted" not in last:
+            assert time.monotonic() < deadline, "the viewer was not shut out"
+            last = watching.recv()
+        assert "revoked" not in last.split("thread-gone", 1)[1]  # no reply text after it
+        watching.settimeout(5)
+        with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+            while True:  # nothing but the close follows
+                assert watching.recv() == ""
+        # The owner still follows the reply.
+        assert 'id="message-' in following.recv()
+    finally:
+        watching.close()
+        following.close()
+    assert viewer.get_json(f"/messages/{sent['assistant_message']['id']}").status == 404
+
+
 def test_a_stranger_gets_404_or_403_everywhere_in_the_thread(server, upstream):
     owner = RelayClient(server.base_url).open()
     thread = owner.new_thread()

@@ -4,7 +4,9 @@ follower that leaves mid-reply, bad bytes on the wire, and a SIGTERM mid-reply."
 from __future__ import annotations
 
 import base64
+import json
 import re
+import select
 import signal
 import socket
 import sqlite3
@@ -224,3 +226,132 @@ def test_sigterm_exits_as_soon_as_the_reply_is_marked_interrupted(server_factory
     assert exited_in < 3, f"the server took {exited_in:.1f} s to exit"
     assert tracebacks(relay, 0) == []
     assert "Worker graceful timeout" not in relay.log()
+
+
+# -- request bodies: over the limit, chunked, slow, or shorter than announced ---------------
+BODY_LIMIT = 4096
+BODY_TIMEOUT_S = 2
+
+
+@pytest.fixture(scope="module")
+def strict_relay(server_factory):
+    return server_factory(MAX_REQUEST_BYTES=str(BODY_LIMIT), BODY_TIMEOUT_S=str(BODY_TIMEOUT_S))
+
+
+def body_head(client: RelayClient, method: str, path: str, *extra: str) -> str:
+    return "\n".join([f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: application/json",
+                      f"X-CSRF-Token: {client.csrf}", f"Cookie: {client.cookie_header()}",
+                      *extra]) + "\n"
+
+
+def answer_while_sending(server, head: str, pieces, pause: float = 0.0,
+                         within: float = 30.0) -> tuple[int, bytes, float]:
+    """Send the head, then body `pieces` one by one (an iterable, maybe endless) until
+    the server answers; the status, the answer's body and how long the answer took. Fails
+    if no answer comes within `within` seconds, or the server closes without one."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=within) as conn:
+        conn.sendall(head.replace("\n", "\r\n").encode("latin-1") + b"\r\n")
+        pieces = iter(pieces)
+        sending = True
+        while not (b"\r\n\r\n" in answer and _complete(answer)):
+            assert time.monotonic() - started < within, "no answer in time: the request hangs"
+            readable, _, _ = select.select([conn], [], [], pause or 0.01)
+            if readable:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+                continue
+            if sending:
+                piece = next(pieces, None)
+                if piece is None:
+                    sending = False
+                    continue
+                try:
+                    conn.sendall(piece)
+                except OSError:  # the server stopped reading: its answer is on the way
+                    sending = False
+    took = time.monotonic() - started
+    assert answer, "the server closed the connection without an answer"
+    head_bytes, _, rest = answer.partition(b"\r\n\r\n")
+    return int(head_bytes.split()[1]), rest, took
+
+
+def endless_chunks(size: int = 1024):
+    while True:
+        yield f"{size:x}\r\n".encode() + b"a" * size + b"\r\n"
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/threads"), ("POST", "/threads/import"), ("POST", "/messages/1/cancel"),
+    ("POST", "/threads/1/rename"), ("GET", "/"), ("GET", "/healthz"),
+])
+def test_a_body_announced_over_the_limit_is_a_413_at_once(strict_relay, method, path):
+    client = RelayClient(strict_relay.base_url).open()
+    since = len(strict_relay.log())
+    limit = BODY_LIMIT if path != "/threads/import" else 8 * 1024 * 1024
+    # Nothing of the body is sent: the answer must not wait for it.
+    status, answer, _ = answer_while_sending(strict_relay, body_head(
+        client, method, path, "Content-Type: application/json",
+        f"Content-Length: {limit + 1}"), [])
+    assert status == 413, answer[:300]
+    assert b"too much to send at once" in answer, answer[:300]
+    assert tracebacks(strict_relay, since) == []
+
+
+@pytest.mark.parametrize(("method", "path", "content_type"), [
+    ("POST", "/threads", "application/json"),
+    ("POST", "/threads", "application/x-www-form-urlencoded"),
+    ("POST", "/messages/1/cancel", "text/plain"),
+    ("GET", "/healthz", "application/octet-stream"),
+])
+def test_an_endless_chunked_body_is_refused_at_the_limit(strict_relay, method, path,
+                                                          content_type):
+    client = RelayClient(strict_relay.base_url).open()
+    since = len(strict_relay.log())
+    status, answer, _ = answer_while_sending(strict_relay, body_head(
+        client, method, path, f"Content-Type: {content_type}", "Transfer-Encoding: chunked"),
+        endless_chunks())
+    assert status == 413, answer[:300]
+    assert b"too much to send at once" in answer, answer[:300]
+    assert tracebacks(strict_relay, since) == []
+    assert client.get_json("/").json()["threads"] == []
+
+
+def test_a_chunked_body_within_the_limit_is_read_as_sent(strict_relay):
+    client = RelayClient(strict_relay.base_url).open()
+    thread_id = client.new_thread()
+    title = "é" * 50
+    body = json.dumps({"title": title, "padding": "a" * 3500}).encode()  # ~3.6 KB
+    pieces = [f"{len(body[i:i + 100]):x}\r\n".encode() + body[i:i + 100] + b"\r\n"
+              for i in range(0, len(body), 100)] + [b"0\r\n\r\n"]
+    status, answer, _ = answer_while_sending(strict_relay, body_head(
+        client, "POST", f"/threads/{thread_id}/rename", "Content-Type: application/json",
+        "Transfer-Encoding: chunked"), pieces)
+    assert status == 200, answer[:300]
+    assert json.loads(answer)["thread"]["title"] == title
+
+
+@pytest.mark.parametrize("kind", ["shorter-than-announced", "trickling", "chunked-stalled"])
+def test_a_body_that_stops_arriving_is_a_408_not_a_held_request(strict_relay, kind):
+    client = RelayClient(strict_relay.base_url).open()
+    since = len(strict_relay.log())
+    body = b'{"title": "never all there"}'
+    if kind == "chunked-stalled":
+        extra, pieces, pause = "Transfer-Encoding: chunked", [b"5\r\n{\"tit"], 0.0
+    elif kind == "trickling":  # a byte every half second: never done before the deadline
+        extra, pieces, pause = f"Content-Length: {len(body)}", [bytes([b]) for b in body], 0.5
+    else:
+        extra, pieces, pause = f"Content-Length: {len(body) + 100}", [body], 0.0
+    status, answer, took = answer_while_sending(strict_relay, body_head(
+        client, "POST", "/threads", "Content-Type: application/json", extra), pieces, pause)
+    assert status == 408, answer[:300]
+    assert b"did not arrive" in answer, answer[:300]
+    assert took >= BODY_TIMEOUT_S * 0.9  # the deadline, not an early refusal
+    assert tracebacks(strict_relay, since) == []
+    assert client.get_json("/").json()["threads"] == []
+    # The worker is free for everyone else.
+    assert RelayClient(strict_relay.base_url).open().new_thread()

@@ -3,32 +3,14 @@ and the fake Anthropic API, each reply streamed exactly from its own provider.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from bench.fake_anthropic import FakeAnthropic
 from bench.fake_upstream import Reply
 from bench.relay_client import RelayClient, read_reconnecting, read_reply
-from tests.conftest import ScriptedUpstream
+from tests.conftest import ANTHROPIC_KEY
 from tests.test_server_streaming import TRICKY, terminal, wait_for
 
 pytestmark = pytest.mark.server
-
-ANTHROPIC_KEY = "sk-ant-test-server-key-0123456789"
-
-
-class ScriptedAnthropic(ScriptedUpstream, FakeAnthropic):
-    """The fake Anthropic API, answering each prompt with the replies a test registered."""
-
-
-@pytest.fixture(scope="module")
-def claude() -> Iterator[ScriptedAnthropic]:
-    fake = ScriptedAnthropic()
-    fake.api_key = ANTHROPIC_KEY
-    with fake.start():
-        yield fake
-
 
 @pytest.fixture(scope="module")
 def server(server_factory, claude):

@@ -86,3 +86,24 @@ def test_sqlite_locked_by_another_process_mid_reply_loses_nothing(server_factory
     assert (message["status"], message["error"], message["content"]) == ("complete", None, text)
     assert streamed == (text, "done")
     assert "delta writer commit failed" in relay.log()  # the outage really hit the writer
+
+
+def test_a_write_the_database_cannot_take_is_a_503_with_retry_after(server_factory):
+    """A database that does not answer in time (here SQLite's write lock, held by another
+    process longer than the busy timeout) is a 503 the client may retry, with Retry-After and
+    a message, never a 500; once it answers again the same request succeeds."""
+    relay = server_factory(SQLITE_BUSY_TIMEOUT_MS="200")
+    browser = RelayClient(relay.base_url).open()
+    path = relay.env["DATABASE_URL"].removeprefix("sqlite:///")
+    blocker = sqlite3.connect(path, timeout=10)
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        refused = browser.post_json("/threads", {})
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert refused.status == 503
+    assert int(refused.headers["Retry-After"]) > 0
+    assert "database" in refused.json()["message"]
+    assert "Traceback" not in relay.log()
+    assert browser.post_json("/threads", {}).status == 201

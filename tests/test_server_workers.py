@@ -3,6 +3,7 @@ generating the reply, which must then read it from the database, still exactly."
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import threading
@@ -221,3 +222,32 @@ def test_a_switch_rename_and_delete_reach_followers_on_every_worker(two_workers,
     finally:
         for ws in sockets:
             ws.close()
+
+
+@pytest.fixture(scope="module")
+def slow_flushing_workers(server_factory, postgres_url):
+    """Two workers whose writer flushes once a second: the generating worker's live text
+    runs well ahead of what the other worker can read."""
+    return server_factory(postgres_url, workers=2, STREAM_THROTTLE_MS="1000",
+                          STREAM_THROTTLE_MAX_MS="1000")
+
+
+def test_a_poll_never_shows_less_than_the_poll_before_whichever_worker_answers(
+        slow_flushing_workers, upstream):
+    server = slow_flushing_workers
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    text = " ".join(f"poll{i}" for i in range(150))
+    sent = owner.send(thread, upstream.script(Reply.words(text, token_delay_s=0.02)))
+    reply_id = sent["assistant_message"]["id"]
+    lengths: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # each poll on a fresh connection: either worker
+        message = owner.message(reply_id)
+        lengths.append(len(message["content"]))
+        if message["status"] not in ("pending", "streaming"):
+            break
+    assert message["status"] == "complete" and message["content"] == text
+    assert len(set(lengths)) > 3, lengths  # it was seen growing, not only at its end
+    went_back = [(a, b) for a, b in itertools.pairwise(lengths) if b < a]
+    assert not went_back, f"the text went back: {went_back[:5]} in {len(lengths)} polls"

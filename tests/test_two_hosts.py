@@ -8,6 +8,7 @@ other host's sweeper and Continue.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -174,6 +175,18 @@ def test_every_worker_of_both_hosts_uses_the_redis_hub(hosts):
         wait_for(lambda h=host: every_worker(h, lambda hub: (hub["backend"], hub["ok"],
                                                              hub["degraded"]) ==
                                              ("redis", True, False)), timeout=20, interval=0.2)
+
+
+def test_nginx_keeps_metrics_off_the_public_address_and_passes_its_request_id(hosts, proxy):
+    outside = RelayClient(proxy.base_url)
+    assert outside.request("GET", "/metrics").status == 404
+    # Each host still answers its own scraper (this machine is in METRICS_ALLOW).
+    assert RelayClient(hosts[0].base_url).request("GET", "/metrics").status == 200
+    # nginx names each request (32 hex digits, where Relay's own are 16) and replaces a
+    # client's; Relay (TRUSTED_PROXIES) answers with nginx's id.
+    answer = outside.request("GET", "/healthz", headers={"X-Request-Id": "forged"})
+    assert answer.status == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", answer.headers.get("X-Request-Id", ""))
 
 
 def test_nginx_streams_unbuffered_uncompressed_and_keeps_the_public_host(hosts, proxy,

@@ -160,3 +160,47 @@ def test_update_script_pins_match_manifest():
 
 def test_update_script_is_executable():
     assert os.access(UPDATE_SCRIPT, os.X_OK)
+
+
+# -- Mermaid (static/vendor/mermaid): the browser build that draws ```mermaid diagrams --------
+# Loaded only inside the sandboxed diagram frame, and only on pages that show a diagram.
+
+MERMAID_DIR = VENDOR_DIR.parent / "mermaid"
+MERMAID_FILES = json.loads((MERMAID_DIR / "MANIFEST.json").read_text(encoding="utf-8"))["files"]
+MERMAID_PIN = ("12.3.0", "sha512-4113TdXeLAsMruJ79OpFL5O8+LTFXhQqZ260rF3tgUmiNAtRm4Uume04I+65PRN6y"
+                         "Z69J4f8rVYWW8zRk65UYw==")
+
+
+@pytest.mark.parametrize("name", sorted(MERMAID_FILES))
+def test_vendored_mermaid_file_matches_manifest_sha256(name):
+    entry = MERMAID_FILES[name]
+    path = MERMAID_DIR / name
+    assert path.is_file(), f"{name} is in MANIFEST.json but missing on disk"
+    assert _sha256(path) == entry["sha256"], (
+        f"{name} differs from mermaid@{entry['version']}:{entry['path']}; re-run update.sh")
+
+
+def test_mermaid_is_pinned_with_its_script_licence_and_no_other_file():
+    assert set(MERMAID_FILES) == {"mermaid.min.js", "LICENSE.mermaid"}
+    assert {p.name for p in MERMAID_DIR.iterdir()} - NOT_VENDORED == set(MERMAID_FILES)
+    for name, entry in MERMAID_FILES.items():
+        assert entry["package"] == "mermaid", name
+        assert (entry["version"], entry["integrity"]) == MERMAID_PIN, name
+    assert MERMAID_FILES["mermaid.min.js"]["path"] == "package/dist/mermaid.min.js"
+    assert MERMAID_FILES["LICENSE.mermaid"]["path"] == "package/LICENSE"
+    script = (MERMAID_DIR / "update.sh").read_text(encoding="utf-8")
+    assert re.search(rf"^mermaid\s+{re.escape(MERMAID_PIN[0])}\s+{re.escape(MERMAID_PIN[1])}$",
+                     script, re.MULTILINE), "update.sh and the pin disagree"
+    assert os.access(MERMAID_DIR / "update.sh", os.X_OK)
+
+
+def test_mermaid_licence_is_mit():
+    text = " ".join((MERMAID_DIR / "LICENSE.mermaid").read_text(encoding="utf-8").split())
+    assert text.startswith("The MIT License (MIT)")
+    assert "Permission is hereby granted, free of charge" in text
+
+
+def test_mermaid_is_the_pinned_browser_build_that_sets_a_global():
+    source = (MERMAID_DIR / "mermaid.min.js").read_text(encoding="utf-8")
+    assert f'version:"{MERMAID_PIN[0]}"' in source
+    assert 'globalThis["mermaid"] =' in source[-300:]

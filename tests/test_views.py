@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import gevent
 import pytest
 from sqlalchemy import func, select
 
@@ -16,7 +17,7 @@ from bench.sse_client import Event, SSEParser
 from llm.demo import demo_reply
 from models import Message, StreamDelta, Thread, db
 from streaming.sse import decode_delta
-from tests.conftest import JSON, csrf_of, decoded, new_thread, send
+from tests.conftest import JSON, csrf_of, decoded, made_app, new_thread, send
 from tests.dom import Dom
 from views.markdown import render_markdown
 
@@ -749,6 +750,19 @@ def test_healthz_reports_the_database_and_the_hub(client):
     assert body["database"]["ok"] is True
     assert body["hub"]["ok"] is True
     assert body["provider"]["name"] == "demo"
+    assert "diagnostics" not in body  # a scan of the heap: only when asked for
+
+
+def test_healthz_counts_greenlets_when_diagnostics_are_on(tmp_path):
+    with made_app(tmp_path, HEALTH_DIAGNOSTICS=True) as app:
+        before = app.test_client().get("/healthz").json["diagnostics"]
+        parked = [gevent.spawn(gevent.sleep, 30) for _ in range(5)]
+        try:
+            after = app.test_client().get("/healthz").json["diagnostics"]
+        finally:
+            gevent.killall(parked)
+    assert after["greenlets"] - before["greenlets"] >= 5
+    assert after["greenlet_kinds"]["sleep"] >= 5  # what they run, to tell a leak's source
 
 
 def test_unknown_url_is_a_404_page_or_json(client):

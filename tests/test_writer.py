@@ -7,10 +7,11 @@ import sqlite3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import COMPLETE, STREAMING, Message, StreamDelta, Thread
+from models import COMPLETE, PENDING, STREAMING, Message, StreamDelta, Thread
 from streaming.chunking import make_chunker
 from streaming.generation import Generation
 from streaming.hub import InProcessHub
@@ -184,6 +185,64 @@ def test_a_failed_flush_keeps_the_text_and_the_next_tick_writes_it(engine):
     assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))  # contiguous
 
 
+class CloseFailsAfterCommit:
+    """Sessions whose close fails once, after their COMMIT has landed: the connection died
+    between the server's answer and its return to the pool (a database restart)."""
+
+    def __init__(self, engine) -> None:
+        self._factory = sessionmaker(engine, expire_on_commit=False)
+        self.armed = False
+
+    def __call__(self) -> Session:
+        session = self._factory()
+        if self.armed:
+            self.armed = False
+            close = session.close
+
+            def close_then_fail() -> None:
+                close()
+                raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+            session.close = close_then_fail
+        return session
+
+
+def test_a_commit_that_landed_but_was_reported_failed_is_neither_repeated_nor_a_wedge(engine):
+    from streaming.writer import DeltaWriter
+
+    clock = FakeClock()
+    sessions = CloseFailsAfterCommit(engine)
+    writer = DeltaWriter(sessions, InProcessHub(), chunker=make_chunker("word"), clock=clock,
+                         autostart=False, throttle_s=0.1, max_lag_s=1.0, heartbeat_s=5.0)
+    first, other = make_messages(engine, 2)
+    gen, bystander = Generation(first, 1, clock=clock), Generation(other, 1, clock=clock)
+    writer.add(gen)
+    writer.add(bystander)
+    gen.append("one two ")
+    bystander.append("alpha ")
+    sessions.armed = True
+    assert writer.tick() is False  # reported failed: it had landed
+    assert writer.stats.failures == 1
+    assert "".join(r[2] for r in deltas_of(engine, first)) == "one two "
+
+    for word in ("three ", "four ", "five "):
+        clock.advance(0.2)
+        gen.append(word)
+        bystander.append(word)
+        assert writer.tick() is True  # no repeated start: no IntegrityError, every tick
+    rows = deltas_of(engine, first)
+    assert "".join(r[2] for r in rows) == "one two three four five "
+    assert all(a[1] == b[0] for a, b in zip(rows, rows[1:], strict=False))  # contiguous
+    assert "".join(r[2] for r in deltas_of(engine, other)) == "alpha three four five "
+
+    gen.finish(COMPLETE)
+    bystander.finish(COMPLETE)
+    assert writer.tick() is True
+    with Session(engine) as session:
+        assert session.get(Message, first).content == "one two three four five "
+        assert session.get(Message, other).content == "alpha three four five "
+
+
 def test_a_stop_requested_in_the_database_reaches_the_generation(engine):
     clock = FakeClock()
     cancelled: list[int] = []
@@ -337,10 +396,10 @@ def test_a_reply_whose_thread_was_deleted_is_dropped_and_the_others_are_still_wr
         session.commit()
     kept_gen.append("still here ")
     gone_gen.append("into the void ")
-    assert writer.tick() is False  # the deleted reply's row cannot be written
+    assert writer.tick() is True  # the deleted reply is let go, the other one written
     assert cancelled == [gone] and gone_gen.finalized.is_set()
-    assert writer.tick() is True
     assert [r[2] for r in deltas_of(engine, kept)] == ["still here "]
+    assert deltas_of(engine, gone) == []
     assert writer.active_count == 1
 
 
@@ -376,3 +435,75 @@ def test_reasoning_and_steps_are_written_each_tick_and_in_the_final_commit(engin
                               "result": "2", "status": "ok"}]
         assert row.reasoning_ms == 0
     assert deltas_of(engine, mid) == []
+
+
+def test_a_reply_taken_over_by_a_newer_generation_is_never_written_by_the_old_one(engine):
+    """A worker starved past STALE_AFTER_S has its reply marked interrupted by another
+    worker's sweeper, and the reply is continued elsewhere. When the starved worker wakes,
+    its generation must not write into the reply the newer generation now owns."""
+    from streaming.claim import claim_reply
+
+    clock = FakeClock()
+    starved, other = make_writer(engine, clock), make_writer(engine, clock)
+    stopped: list[int] = []
+    starved._on_cancel = lambda g: stopped.append(g.message_id)
+    (mid,) = make_messages(engine, 1)
+    with Session(engine) as session:
+        session.execute(update(Message).where(Message.id == mid).values(status=PENDING))
+        session.commit()
+        first = claim_reply(session, mid)
+    old = Generation(mid, 1, clock=clock, claim=first.claim)
+    starved.add(old)
+    old.append("Written before the stall. ")
+    assert starved.tick() is True
+    # The sweeper gives it up for dead (its text folded in), then Continue claims it again.
+    with Session(engine) as session:
+        session.execute(StreamDelta.__table__.delete().where(StreamDelta.message_id == mid))
+        session.execute(update(Message).where(Message.id == mid).values(
+            status=PENDING, content="Written before the stall. "))
+        session.commit()
+        second = claim_reply(session, mid)
+    assert second.claim == first.claim + 1
+    new = Generation(mid, 1, clock=clock, prefix=second.content, claim=second.claim)
+    other.add(new)
+    new.append("The continued words.")
+    old.append("Stale words from the woken worker.")  # its model read went on meanwhile
+    starved.tick()
+    assert stopped == [mid] and old.finalized.is_set() and starved.active_count == 0
+    with Session(engine) as session:  # nothing of the old generation was written
+        row = session.get(Message, mid)
+        assert (row.status, row.content) == ("streaming", "Written before the stall. ")
+    assert deltas_of(engine, mid) == []
+    new.finish("complete")
+    assert other.tick() is True
+    with Session(engine) as session:
+        row = session.get(Message, mid)
+        assert (row.status, row.content) == (
+            "complete", "Written before the stall. The continued words.")
+    assert deltas_of(engine, mid) == []
+
+
+def test_a_reply_started_while_a_tick_looks_at_ownership_is_not_let_go(engine):
+    """The tick's look at which replies are still its own waits on the database; a reply
+    that starts meanwhile (another greenlet adds it) is not among those looked at, and must
+    not be taken for one that was taken over."""
+    clock = FakeClock()
+    writer = make_writer(engine, clock)
+    stopped: list[int] = []
+    writer._on_cancel = lambda g: stopped.append(g.message_id)
+    first, second = make_messages(engine, 2)
+    running = Generation(first, 1, clock=clock)
+    writer.add(running)
+    running.append("already running ")
+    late = Generation(second, 1, clock=clock)
+
+    def add_while_waiting(conn, cursor, statement, parameters, context, executemany):
+        if "cancel_requested" in statement and writer.active_count == 1:
+            writer.add(late)  # as the starting greenlet does while this one waits
+    event.listen(engine, "before_cursor_execute", add_while_waiting)
+    assert writer.tick() is True
+    event.remove(engine, "before_cursor_execute", add_while_waiting)
+    assert stopped == [] and writer.active_count == 2 and not late.finalized.is_set()
+    late.append("started meanwhile ")
+    assert writer.tick() is True
+    assert [r[2] for r in deltas_of(engine, second)] == ["started meanwhile "]

@@ -1,4 +1,5 @@
-"""Who is asking: an anonymous owner identity per browser, CSRF, and ownership checks."""
+"""Who is asking (views.identity: an anonymous browser, or a user), CSRF, and ownership
+checks."""
 
 from __future__ import annotations
 
@@ -10,23 +11,37 @@ from flask import Flask, abort, g, request, session
 
 from models import Message, Thread, db
 
+from .i18n import N_
+from .identity import auth_mode, identify, refuse_stranger
+
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 
 
 def register_access(app: Flask) -> None:
+    app.before_request(identify)
     app.before_request(_check_csrf)
-    app.context_processor(lambda: {"csrf_token": csrf_token, "owner": current_owner})
+    app.context_processor(lambda: {"csrf_token": csrf_token, "owner": current_owner,
+                                   "current_user": g.get("user"), "auth_mode": auth_mode()})
 
 
 def current_owner() -> str:
-    """This browser's owner id, kept in the signed session cookie (created on first use)."""
-    owner = session.get("owner")
-    if not owner:
-        owner = session["owner"] = secrets.token_urlsafe(18)
-        session.permanent = True
+    """The owner id of what this request makes: the signed-in user's; in anonymous mode this
+    browser's, kept in the signed session cookie (created on first use)."""
+    owner = request_owner()
+    if owner:
+        return owner
+    if auth_mode() != "anonymous":
+        refuse_stranger()
+    owner = g.owner = session["owner"] = secrets.token_urlsafe(18)
+    session.permanent = True
     return owner
+
+
+def request_owner() -> str | None:
+    """Whose threads this request may touch, or None (nobody yet)."""
+    return g.get("owner")
 
 
 def csrf_token() -> str:
@@ -49,7 +64,8 @@ def _check_csrf() -> None:
 
 
 def is_owner(thread: Thread) -> bool:
-    return thread.owner == session.get("owner")
+    owner = request_owner()
+    return owner is not None and thread.owner == owner
 
 
 def can_read(thread: Thread) -> bool:
@@ -60,7 +76,7 @@ def can_read(thread: Thread) -> bool:
 def _thread_if(thread_id: int, allowed: Callable[[Thread], bool]) -> Thread:
     thread = db.session.get(Thread, thread_id)
     if thread is None or not allowed(thread):
-        abort(404, description="No such thread.")  # never reveal that it exists
+        abort(404, description=N_("No such thread."))  # never reveal that it exists
     g.thread = thread
     return thread
 
@@ -68,7 +84,7 @@ def _thread_if(thread_id: int, allowed: Callable[[Thread], bool]) -> Thread:
 def _message_if(message_id: int, allowed: Callable[[Thread], bool]) -> Message:
     message = db.session.get(Message, message_id)
     if message is None:
-        abort(404, description="No such message.")
+        abort(404, description=N_("No such message."))
     _thread_if(message.thread_id, allowed)
     return message
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections import Counter
 
 from flask import Blueprint, abort, current_app, jsonify, request
+from greenlet import greenlet
 from sqlalchemy import text
 
 from llm import ModelCatalog, ModelChoice
@@ -54,7 +57,8 @@ def compared_models_arg(model_ids: list) -> list[ModelChoice]:
 
 @bp.get("/models")
 def model_list():
-    """The models the composer offers, the default first: `[{id, provider, label, vision}]`."""
+    """The models the composer offers, the default first: `[{id, provider, label, vision,
+    context}]`."""
     # Not a page: it may wait briefly for the server's own list when that is due.
     wait = current_app.config["MODEL_LIST_TIMEOUT_S"]
     return jsonify([c.to_json() for c in model_catalog().choices(wait_s=wait)])
@@ -93,4 +97,21 @@ def healthz():
             "worker": os.getpid(),
             "followers": current_app.extensions["relay_feeds"].stats(),
             **relay.health()}
+    if current_app.config.get("HEALTH_DIAGNOSTICS"):
+        body["diagnostics"] = diagnostics()
     return jsonify(body), 200 if ok else 503
+
+
+def diagnostics() -> dict:
+    """What a leak would grow: this worker's greenlets, and what the most common ones run
+    (HEALTH_DIAGNOSTICS only)."""
+    gc.collect()  # what is garbage already is no leak
+    alive = [o for o in gc.get_objects() if isinstance(o, greenlet) and not o.dead]
+    kinds = Counter(_runs(o) for o in alive)
+    return {"greenlets": len(alive), "greenlet_kinds": dict(kinds.most_common(8))}
+
+
+def _runs(g: greenlet) -> str:
+    run = getattr(g, "_run", None) or getattr(g, "run", None)
+    run = getattr(run, "__func__", run)
+    return getattr(run, "__qualname__", type(g).__name__)

@@ -2,9 +2,10 @@
 
 A `ThreadFeed` exists while a thread has websocket followers in this worker. One greenlet
 listens to the thread's hub channel, renders each batch of changes once per kind of
-follower (owner, share viewer), and offers the same frame to every follower's bounded
-queue. A follower that falls a whole queue behind is dropped: its socket is closed, and
-the page reconnects and starts again from a fresh state frame, never holding back others.
+follower (owner or share viewer, and language), and offers the same frame to every
+follower's bounded queue. A follower that falls a whole queue behind is dropped: its socket
+is closed, and the page reconnects and starts again from a fresh state frame, never holding
+back others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from typing import Any
 
 import gevent
 from flask import Flask
+from flask_babel import force_locale
 from gevent.queue import Empty, Full, Queue
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models import thread_channel
 from streaming.hub import Event, Hub, Subscription
@@ -24,6 +28,10 @@ from streaming.hub import Event, Hub, Subscription
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# The database away (restarting) or saturated: the changes are rendered again, from the
+# state then, after these pauses (the last one repeats until it answers or the feed stops).
+RENDER_RETRY_S = (0.2, 0.5, 1.0, 2.0)
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 # What a feed keeps of the request that opened it: enough to build URLs, nothing personal.
 ENVIRON_KEYS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME",
                 "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PREFIX")
@@ -33,12 +41,15 @@ Renderer = Callable[[int, list[Event], bool], str]
 
 
 class Follower:
-    """One websocket's queue of frames; `dropped` once it fell a whole queue behind."""
+    """One websocket's queue of frames; `dropped` once it fell a whole queue behind.
+    Followers of a kind (owner or share viewer) and a language share their frames."""
 
-    def __init__(self, readonly: bool, maxsize: int) -> None:
+    def __init__(self, readonly: bool, maxsize: int, language: str = "en") -> None:
         self.readonly = readonly
+        self.language = language
         self._frames: Queue = Queue(maxsize=maxsize)
         self.dropped = False
+        self.shut_out = False  # a share viewer whose link was revoked: its last frame says so
 
     def offer(self, frame: str) -> None:
         try:
@@ -65,6 +76,7 @@ class ThreadFeed:
         self._app = app
         self._environ = environ
         self._render = render
+        self._rendering = False
         self._greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
@@ -75,25 +87,54 @@ class ThreadFeed:
             events = [event]
             while len(events) < MAX_BATCH and (more := self._subscription.get(timeout=0)):
                 events.append(more)
+            self._rendering = True
+            try:
+                self._deliver(events)
+            finally:
+                self._rendering = False
+
+    def _deliver(self, events: list[Event]) -> None:
+        """Render and offer `events`; while the database is away, again until it answers:
+        dropped, a reply's end would never reach the followers."""
+        for attempt in range(1_000_000):
             try:
                 self._fan_out(events)
+                return
+            except DATABASE_UNAVAILABLE as err:
+                if self._stopped:
+                    return
+                pause = RENDER_RETRY_S[min(attempt, len(RENDER_RETRY_S) - 1)]
+                log.warning("rendering changes of thread %s waits for the database: %s",
+                            self.thread_id, getattr(err, "orig", None) or err)
+                gevent.sleep(pause)
             except Exception:  # a failed render must not end the feed for everyone
                 log.exception("rendering changes of thread %s failed", self.thread_id)
+                return
 
     def _fan_out(self, events: list[Event]) -> None:
-        kinds = {f.readonly for f in self.followers}
+        kinds = {(f.readonly, f.language) for f in self.followers}
+        frames = {}
         with self._app.request_context(dict(self._environ)):
-            frames = {readonly: self._render(self.thread_id, events, readonly)
-                      for readonly in kinds}
+            for readonly, language in kinds:
+                with force_locale(language):
+                    frames[readonly, language] = self._render(self.thread_id, events, readonly)
+        unshared = any(event.get("type") == "unshared" for event in events)
         for follower in list(self.followers):
-            frame = frames.get(follower.readonly)
+            if follower.shut_out:
+                continue
+            frame = frames.get((follower.readonly, follower.language))
             if frame:
                 follower.offer(frame)
+            if unshared and follower.readonly:
+                follower.shut_out = True
 
     def stop(self) -> None:
         self._stopped = True
         self._subscription.close()
-        self._greenlet.kill(block=False)
+        # Killed mid-render, a query would leave its pooled connection in a broken state:
+        # a render finishes (for nobody) and the loop ends on its own.
+        if not self._rendering:
+            self._greenlet.kill(block=False)
 
 
 class FollowerFeeds:
@@ -107,10 +148,11 @@ class FollowerFeeds:
         self._feeds: dict[int, ThreadFeed] = {}
 
     @contextlib.contextmanager
-    def follow(self, thread_id: int, readonly: bool,
-               environ: dict[str, Any]) -> Iterator[Follower]:
-        """A follower of `thread_id`, subscribed before this returns; removed on exit."""
-        follower = Follower(readonly, self.queue_frames)
+    def follow(self, thread_id: int, readonly: bool, environ: dict[str, Any],
+               language: str = "en") -> Iterator[Follower]:
+        """A follower of `thread_id` (frames in `language`), subscribed before this returns;
+        removed on exit."""
+        follower = Follower(readonly, self.queue_frames, language)
         feed = self._feeds.get(thread_id)
         if feed is None:
             subscription = self._hub.subscribe(thread_channel(thread_id))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from flask import current_app, render_template, request
+from flask_babel import gettext
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
 from models import PENDING, STREAMING, Message, Thread, db
@@ -10,11 +12,13 @@ from models.tree import compared_replies, sibling_ids
 from streaming.parts import RUNNING, cursor_of
 
 FOLLOW_MODES = ("auto", "ws", "poll")
-STATUS_LABELS = {"pending": "thinking", "streaming": "writing", "complete": "done",
-                 "error": "failed", "aborted": "stopped", "interrupted": "interrupted"}
+STATUS_LABELS = {"pending": _l("thinking"), "streaming": _l("writing"), "complete": _l("done"),
+                 "error": _l("failed"), "aborted": _l("stopped"),
+                 "interrupted": _l("interrupted")}
 
 
-STEP_LABELS = {"ok": "done", "error": "failed", "aborted": "stopped", RUNNING: "running"}
+STEP_LABELS = {"ok": _l("done"), "error": _l("failed"), "aborted": _l("stopped"),
+               RUNNING: _l("running")}
 
 
 def reply_cursor(message: Message, text: str) -> str:
@@ -29,9 +33,11 @@ def reply_stage(message: Message, text: str) -> str | None:
         return None
     steps = message.steps or ()
     if steps and steps[-1].get("status") == RUNNING:
-        return f"calling {steps[-1].get('name') or 'a tool'}…"
+        name = steps[-1].get("name")
+        return gettext("calling %(name)s…", name=name) if name else gettext("calling a tool…")
     if message.status == STREAMING and not text:
-        return "thinking"  # its reasoning, or the wait for its first words (after a tool too)
+        # its reasoning, or the wait for its first words (after a tool too)
+        return gettext("thinking")
     return None
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, request, session
+from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 
 
 def _owner_key() -> str:
-    # Posting needs the session's CSRF token, so a poster always has an owner id.
-    return session.get("owner") or request.remote_addr or "unknown"
+    # Posting needs the session's CSRF token, so a poster always has an owner id (a user's,
+    # with accounts).
+    return g.get("owner") or request.remote_addr or "unknown"
 
 
 limiter = Limiter(key_func=_owner_key, headers_enabled=True)

@@ -16,7 +16,7 @@ from flask import (
 )
 from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from models import (
     ABORTED,
@@ -33,14 +33,17 @@ from models import (
 )
 from models.text import is_blank
 from models.tree import adopt_linear_thread
+from models.uploads import MessageUpload
 from streaming.parts import cursor_of
 
 from . import is_htmx, wants_json
 from .access import is_owner, owned_message, owned_thread, readable_message
 from .api import compared_models_arg, model_arg
 from .fragments import render_message
+from .i18n import N_
 from .limits import limiter, posting_limit
-from .pages import engine
+from .pages import engine, polled
+from .uploads import attachment_ids_from_request, check_fits, owned_uploads
 from .usage import render_thread_cost
 
 bp = Blueprint("messages", __name__)
@@ -60,7 +63,7 @@ def prompt_from_request() -> str:
     else:
         content = request.form.get("content")
     if not isinstance(content, str) or is_blank(content):
-        abort(400, description="Write a message first: 'content' is empty.")
+        abort(400, description=N_("Write a message first: 'content' is empty."))
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): not storable text
@@ -119,6 +122,18 @@ def compared_models_from_request(thread: Thread, model: str) -> list[str]:
     return [choice.id for choice in choices]
 
 
+def attachments_from_request(prompt: str, models: Sequence[str]) -> list[int]:
+    """The ids of the person's uploads the prompt carries (`attachments`), checked against
+    each answering model; a 400 or 413 that says what is wrong, and nothing stored."""
+    ids = attachment_ids_from_request()
+    if not ids:
+        return []
+    uploads = owned_uploads(ids)
+    for model in models:
+        check_fits(uploads, prompt, engine().models.provider_for(model)[0])
+    return ids
+
+
 def title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1].rstrip() + "…"
@@ -145,18 +160,20 @@ def active_reply_id(thread: Thread) -> int | None:
 
 
 def start_turn(thread: Thread, prompt: str, model: str,
-               compare_with: Sequence[str] = ()) -> tuple[Message, Message]:
+               compare_with: Sequence[str] = (),
+               attachments: Sequence[int] = ()) -> tuple[Message, Message]:
     """Store the prompt and its pending reply (by `model`) at the end of the thread's active
-    path; a tab (or this worker) will start the reply. `compare_with`: see add_turn."""
+    path; a tab (or this worker) will start the reply. `compare_with`, `attachments`: see
+    add_turn."""
     for _ in range(LEAF_RACE_RETRIES):
         adopt_linear_thread(db.session, thread)
         leaf = thread.active_leaf_id
         turn = add_turn(thread, leaf, prompt, model=model, follows=leaf,
-                        compare_with=compare_with)
+                        compare_with=compare_with, attachments=attachments)
         if turn is not None:
             return turn  # type: ignore[return-value]  (a prompt was given: a user message)
         db.session.refresh(thread)  # another prompt moved the path's end: follow it
-    abort(409, description="The thread changed while your message was sent; send it again.")
+    abort(409, description=N_("The thread changed while your message was sent; send it again."))
 
 
 LEAF_RACE_RETRIES = 3
@@ -164,8 +181,8 @@ _ANY = object()
 
 
 def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
-             model: str | None = None, follows=_ANY,
-             compare_with: Sequence[str] = ()) -> tuple[Message | None, Message] | None:
+             model: str | None = None, follows=_ANY, compare_with: Sequence[str] = (),
+             attachments: Sequence[int] = ()) -> tuple[Message | None, Message] | None:
     """Store a pending reply under `parent_id` (after a new prompt when `prompt` is given)
     and make it the thread's active leaf; the reply starts like any other. Its model is
     `model`, else the one the request asks for or the thread's (model_from_request).
@@ -175,6 +192,9 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
 
     `compare_with`: other models that answer too, each in a sibling reply stored in the same
     transaction (a comparison, models.tree.compared_replies); the first reply is the active one.
+
+    `attachments`: ids of uploads (already checked as the person's) the prompt carries, linked
+    in the same transaction.
     """
     if engine().admission.full():
         # Every slot busy and a long queue already: say so now rather than keep the
@@ -189,6 +209,9 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
                        status="complete", created_at=now)
         db.session.add(user)
         db.session.flush()
+        db.session.add_all(MessageUpload(message_id=user.id, upload_id=upload_id,
+                                         position=position)
+                           for position, upload_id in enumerate(attachments))
         parent_id = user.id
     reply = Message(thread_id=thread.id, parent_id=parent_id, role="assistant", content="",
                     status=PENDING, model=model, created_at=now)
@@ -243,10 +266,16 @@ def message_create(thread_id: int):
     prompt = prompt_from_request()
     model = model_from_request(thread)
     models = compared_models_from_request(thread, model)
+    try:
+        files = attachments_from_request(prompt, models)
+    except HTTPException:
+        db.session.rollback()  # nothing of a refused prompt is kept, its model choice included
+        raise
     if not flag_from_request("parallel") and active_reply_id(thread) is not None:
         db.session.rollback()  # a refused prompt changes nothing, its model choice included
         abort(409, description=STILL_WRITING)
-    user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:])
+    user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:],
+                             attachments=files)
     if wants_json():
         body = turn_json(user, reply)
         if len(models) > 1:
@@ -274,6 +303,8 @@ def message_show(message_id: int):
     if wants_json():
         return jsonify(message.to_json(text))
     # A fragment asked for by URL is a poll-swap target: it keeps polling while active.
+    if message.is_active:
+        polled(message.thread_id)
     html = render_message(message, text, live="poll", readonly=not is_owner(message.thread))
     if message.role == "assistant":  # and the thread's running total with it
         html += render_thread_cost(message.thread, oob=True)
@@ -314,9 +345,10 @@ def _stop_elsewhere(message: Message) -> None:
     """
     relay = engine()
     with relay.hub.subscribe(message.thread.channel) as subscription:
-        db.session.execute(update(Message).where(Message.id == message.id,
-                                                 Message.status == PENDING)
-                           .values(status=ABORTED, updated_at=utcnow()))
+        if db.session.execute(update(Message).where(Message.id == message.id,
+                                                    Message.status == PENDING)
+                              .values(status=ABORTED, updated_at=utcnow())).rowcount:
+            current_app.extensions["relay_metrics"].reply_ended(ABORTED, "stopped")
         streaming = db.session.execute(update(Message).where(Message.id == message.id,
                                                              Message.status == STREAMING)
                                        .values(cancel_requested=True)).rowcount
@@ -353,13 +385,13 @@ def message_continue(message_id: int):
     """
     message = owned_message(message_id)
     if message.role != "assistant" or message.status not in RESUMABLE:
-        abort(409, description="Only a stopped, failed or interrupted reply can be continued.")
+        abort(409, description=N_("Only a stopped, failed or interrupted reply can be continued."))
     result = db.session.execute(
         update(Message).where(Message.id == message.id, Message.status == message.status)
         .values(status=PENDING, error=None, cancel_requested=False, updated_at=utcnow()))
     db.session.commit()
     if result.rowcount != 1:
-        abort(409, description="This reply changed meanwhile; reload to see its state.")
+        abort(409, description=N_("This reply changed meanwhile; reload to see its state."))
     db.session.refresh(message)
     engine().schedule_headless(message.id)
     engine().hub.publish(message.thread.channel, {"type": "continued", "message": message.id,

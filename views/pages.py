@@ -9,13 +9,16 @@ from flask import (
     Blueprint,
     abort,
     current_app,
+    g,
     jsonify,
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
-from sqlalchemy import and_, exists, or_, select
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import and_, exists, false, or_, select
 from werkzeug.exceptions import BadRequest
 
 from models import Message, Thread, db, utcnow
@@ -31,27 +34,39 @@ bp = Blueprint("pages", __name__)
 
 
 def owner_threads(limit: int = 50, *, owner: str | None = None, with_empty: bool = True,
-                  before: tuple[dt.datetime, int] | None = None) -> list[Thread]:
-    """This browser's threads, newest first; `with_empty=False` leaves out threads that
-    have no message yet (the sidebar: nobody wants a list of blank "New thread"s);
-    `before` = (updated_at, id) of the last thread of the previous page."""
-    query = select(Thread).where(Thread.owner == (owner or current_owner()))
+                  before: tuple[dt.datetime, int] | None = None, archived: bool = False,
+                  pinned: bool | None = None, unfiled: bool = False) -> list[Thread]:
+    """This browser's threads, pinned first, then newest first; never a temporary one.
+
+    `with_empty=False` leaves out threads that have no message yet (the sidebar: nobody
+    wants a list of blank "New thread"s); `before` = (updated_at, id) of the last thread of
+    the previous page; `archived` picks the archived threads instead of the others;
+    `pinned` only the pinned (True) or unpinned (False) ones; `unfiled` only those in no
+    folder.
+    """
+    query = select(Thread).where(Thread.owner == (owner or current_owner()),
+                                 Thread.temporary == false(), Thread.archived == archived)
     if not with_empty:
         query = query.where(exists().where(Message.thread_id == Thread.id))
+    if pinned is not None:
+        query = query.where(Thread.pinned == pinned)
+    if unfiled:
+        query = query.where(Thread.folder.is_(None))
     if before is not None:
         updated_at, thread_id = before
         query = query.where(or_(Thread.updated_at < updated_at,
                                 and_(Thread.updated_at == updated_at, Thread.id < thread_id)))
     return list(db.session.scalars(
-        query.order_by(Thread.updated_at.desc(), Thread.id.desc()).limit(limit)))
+        query.order_by(Thread.pinned.desc(), Thread.updated_at.desc(), Thread.id.desc())
+        .limit(limit)))
 
 
 def sidebar_threads(before: tuple[dt.datetime, int] | None = None) -> dict:
-    """The sidebar's first page (threads with messages, newest first) and its next cursor."""
-    from .threads import sidebar_page  # threads imports us
+    """The sidebar: its folders with their threads, the pinned threads, and the first page
+    of the others (newest first) with its next cursor."""
+    from .organise import sidebar_context  # organise imports us
 
-    threads, next_cursor = sidebar_page(before)
-    return {"threads": threads, "next_cursor": next_cursor}
+    return sidebar_context(before)
 
 
 def message_page(thread: Thread, before: int | None = None, *,
@@ -131,11 +146,19 @@ def engine():
     return current_app.extensions["relay"]
 
 
+def polled(thread_id: int) -> None:
+    """A polling tab asked for news of a thread (the metrics count poll followers)."""
+    who = g.get("owner") or session.get("owner") or request.remote_addr
+    current_app.extensions["relay_metrics"].polled((who, thread_id))
+
+
 def thread_json(thread: Thread) -> dict:
     return {"id": thread.id, "title": thread.title, "url": url_for("pages.thread_show",
                                                                    thread_id=thread.id),
             "created_at": thread.created_at.isoformat() + "Z",
-            "updated_at": thread.updated_at.isoformat() + "Z", "model": thread.model}
+            "updated_at": thread.updated_at.isoformat() + "Z", "model": thread.model,
+            "folder": thread.folder, "pinned": thread.pinned, "archived": thread.archived,
+            "temporary": thread.temporary}
 
 
 @bp.get("/favicon.ico")
@@ -149,18 +172,24 @@ def thread_index():
     """The home page: a composer that starts a thread, suggestions, the thread list."""
     if wants_json():
         return jsonify(threads=[thread_json(t) for t in owner_threads()])
+    from .accounts import claim_offer
+    from .temporary import leave_temporary
     from .threads import cursor_arg  # threads imports us
 
-    return render_template("index.html", **sidebar_threads(cursor_arg()),
-                           suggestions=SUGGESTIONS,
+    before = cursor_arg()
+    leave_temporary()
+    return render_template("index.html", **sidebar_threads(before),
+                           suggestions=SUGGESTIONS, claimable=claim_offer(),
+                           temporary=request.args.get("temporary") == "1",
                            max_prompt_chars=current_app.config["MAX_PROMPT_CHARS"])
 
 
+# Offered in the reader's language: each is sent as the prompt, as shown.
 SUGGESTIONS = (
-    "Explain server-sent events in three sentences.",
-    "Write a haiku about a stream that never loses a word.",
-    "Give me a checklist for reviewing a pull request.",
-    "What should I consider when choosing a database?",
+    _l("Explain server-sent events in three sentences."),
+    _l("Write a haiku about a stream that never loses a word."),
+    _l("Give me a checklist for reviewing a pull request."),
+    _l("What should I consider when choosing a database?"),
 )
 
 
@@ -183,14 +212,25 @@ def thread_create():
     """Create a thread and go to it; with `content`, its first prompt and pending reply too
     (JSON: 201 with the thread, both messages and `stream_url`); `model` picks its model."""
     # messages imports us
-    from .messages import model_from_request, prompt_from_request, start_turn, turn_json
+    from .messages import (
+        attachments_from_request,
+        model_from_request,
+        prompt_from_request,
+        start_turn,
+        turn_json,
+    )
+    from .organise import flag_from_request
 
     prompt = prompt_from_request() if _has_prompt() else None
-    thread = Thread(owner=current_owner(), created_at=utcnow(), updated_at=utcnow())
+    temporary = flag_from_request("temporary", default=False)
+    thread = Thread(owner=current_owner(), created_at=utcnow(), updated_at=utcnow(),
+                    temporary=temporary)
     model = model_from_request(thread)  # an unknown model is a 400 before anything is stored
+    # Files refused: a 400 or 413 before anything is stored too.
+    files = attachments_from_request(prompt, [model]) if prompt is not None else []
     db.session.add(thread)
     db.session.commit()
-    turn = start_turn(thread, prompt, model) if prompt is not None else None
+    turn = start_turn(thread, prompt, model, attachments=files) if prompt is not None else None
     url = url_for("pages.thread_show", thread_id=thread.id)
     if wants_json():
         body = {"thread": thread_json(thread), **(turn_json(*turn) if turn else {})}
@@ -226,7 +266,12 @@ def render_thread(thread: Thread, *, readonly: bool):
 @bp.get("/threads/<id:thread_id>")
 def thread_show(thread_id: int):
     """A thread: its newest messages and the composer."""
-    return render_thread(owned_thread(thread_id), readonly=False)
+    thread = owned_thread(thread_id)
+    if not wants_json() and not is_htmx():
+        from .temporary import leave_temporary
+
+        leave_temporary(keep=thread.id)  # opening another page leaves a temporary chat
+    return render_thread(thread, readonly=False)
 
 
 @bp.post("/threads/<id:thread_id>/share")
@@ -249,8 +294,11 @@ def share_revoke(thread_id: int):
     """Revoke the share link: `/s/<token>` is a 404 from now on, and viewers lose access.
     Sharing again makes a new link."""
     thread = owned_thread(thread_id)
+    shared = thread.share_token is not None
     thread.share_token = None
     db.session.commit()
+    if shared:  # viewers following it live are shut out now, not at their next request
+        engine().hub.publish(thread.channel, {"type": "unshared", "thread": thread.id})
     if wants_json():
         return jsonify(share_url=None)
     if is_htmx():
@@ -281,6 +329,8 @@ def thread_messages(thread_id: int):
     tree = ThreadTree.load(db.session, thread)
     mode = follow_mode()
     readonly = not is_owner(thread)
+    if after is not None and mode == "poll":
+        polled(thread.id)
     if after and mode == "poll" and not wants_json() and after not in tree.path():
         # The page's newest message left the active path: another version was chosen.
         messages, has_more = message_page(thread, tree=tree)

@@ -10,6 +10,7 @@ from models.search import MAX_QUERY_CHARS, search
 from . import is_htmx, wants_json
 from .access import current_owner
 from .pages import sidebar_threads
+from .temporary import leave_temporary
 
 bp = Blueprint("search", __name__)
 
@@ -28,4 +29,5 @@ def search_threads():
         return jsonify([hit.to_json() for hit in hits])
     if is_htmx():
         return render_template("_search_results.html", hits=hits, q=query.strip())
+    leave_temporary()
     return render_template("search.html", hits=hits, q=query.strip(), **sidebar_threads())

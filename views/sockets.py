@@ -6,7 +6,7 @@ import base64
 import binascii
 import logging
 
-from flask import Blueprint, abort, current_app, g, render_template, request
+from flask import Blueprint, Response, abort, current_app, g, render_template, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from streaming.hub import Event
 
 from .access import is_owner, readable_thread
 from .fragments import render_message, render_new_messages_oob, render_path_oob
+from .i18n import language
 from .pages import engine, message_page, message_texts, versions_of
 from .usage import render_thread_cost
 
@@ -39,6 +40,25 @@ def _check_access() -> None:
 
 
 WEBSOCKET_VERSION = "13"
+
+
+class ClientGone(Response):
+    """The answer to a client that left during the websocket handshake: nothing to send."""
+
+    def __call__(self, environ, start_response):
+        if "gunicorn.socket" in environ:
+            # As flask-sock ends a websocket: gunicorn writes nothing on a socket that is
+            # gone already.
+            raise StopIteration
+        return super().__call__(environ, start_response)
+
+
+@bp.errorhandler(ConnectionError)
+def _client_left(err: ConnectionError):
+    """A page that gave up waiting for the handshake (a busy server) is normal, not an
+    error: no traceback, no 500."""
+    log.debug("a websocket client left during the handshake: %s", type(err).__name__)
+    return ClientGone(status=400)
 
 
 def check_upgrade(headers) -> None:
@@ -80,7 +100,7 @@ def thread_socket(ws, thread_id: int) -> None:
     feeds = current_app.extensions["relay_feeds"]
     db.session.close()  # following may wait for the broker: hold no connection meanwhile
     try:
-        with feeds.follow(thread.id, readonly, request.environ) as follower:
+        with feeds.follow(thread.id, readonly, request.environ, language()) as follower:
             frame = _state_frame(thread, readonly)
             db.session.close()  # a slow client must not hold a connection while we send
             ws.send(frame)
@@ -88,6 +108,10 @@ def thread_socket(ws, thread_id: int) -> None:
                 frame = follower.next_frame(RECEIVE_POLL_S)
                 if frame is not None:
                     ws.send(frame)
+                elif follower.shut_out:
+                    # The share link was revoked: the last frame told the page; no more.
+                    ws.close(reason=1000, message="The share link was revoked.")
+                    break
         if follower.dropped:
             # Too far behind to catch up frame by frame: the page reconnects afresh.
             ws.close(reason=1013, message="Too far behind; reconnect.")
@@ -135,6 +159,12 @@ def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
         if any(event.get("type") == "deleted" for event in events):
             return render_template("_thread_deleted.html", thread_id=thread_id,
                                    readonly=readonly)
+        if any(event.get("type") == "unshared" for event in events):
+            if readonly:  # a viewer's link was revoked: what it saw goes too
+                return render_template("_thread_unshared.html", thread_id=thread_id)
+            events = [event for event in events if event.get("type") != "unshared"]
+            if not events:
+                return ""
         thread = db.session.get(Thread, thread_id)
         if thread is None:
             return ""

@@ -13,6 +13,7 @@ from flask import (
     request,
     stream_with_context,
 )
+from flask_babel import gettext, ngettext
 from markupsafe import escape
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -76,6 +77,15 @@ def message_stream(message_id: int):
 
 
 def _events(items: Iterator) -> Iterator[str]:
+    metrics = current_app.extensions["relay_metrics"]
+    metrics.sse_streams += 1  # an SSE follower while it is open
+    try:
+        yield from _event_lines(items)
+    finally:
+        metrics.sse_streams -= 1
+
+
+def _event_lines(items: Iterator) -> Iterator[str]:
     yield f"retry: {current_app.config['SSE_RETRY_MS']}\n" + comment("stream")
     for item in items:
         if isinstance(item, Delta):
@@ -115,16 +125,23 @@ def _terminal_events(message_id: int) -> Iterator[str]:
             time.sleep(pause)  # cooperative under gevent
             pause = min(pause * 2, 1.0)
             continue
-        yield str(terminal)
+        if terminal is not None:
+            yield str(terminal)
         return
 
 
 def queued_label(ahead: int) -> str:
-    return "queued — next" if ahead == 0 else f"queued — {ahead} ahead"
+    return gettext("queued — next") if ahead == 0 else \
+        ngettext("queued — %(num)d ahead", "queued — %(num)d ahead", ahead)
 
 
-def _terminal_event(message_id: int) -> ServerSentEvent:
+def _terminal_event(message_id: int) -> ServerSentEvent | None:
+    """The reply's terminal event; None when it is gone (its thread was deleted as it
+    stopped): the stream just ends, and a reconnect is told the message does not exist."""
     message = db.session.get(Message, message_id)
+    if message is None:
+        db.session.close()
+        return None
     html = render_message(message, message.content, readonly=not is_owner(message.thread))
     db.session.close()
     return ServerSentEvent(data=html, event=TERMINAL_EVENTS.get(message.status, "error"),

@@ -27,13 +27,22 @@ from models import (
     StreamDelta,
     Thread,
     db,
+    thread_channel,
 )
-from models.archive import ArchiveError, import_thread, thread_json, thread_markdown
-from models.text import is_blank
+from models.archive import (
+    ArchiveError,
+    attachment_records,
+    import_thread,
+    thread_json,
+    thread_markdown,
+)
+from models.text import one_line_name
 from models.tree import ThreadTree
+from models.uploads import MessageUpload, message_uploads, remove_unused
 
 from . import is_htmx, wants_json
 from .access import current_owner, owned_thread
+from .body_limit import body_limit
 from .messages import stop_reply
 from .pages import engine, message_texts, owner_threads
 from .pages import thread_json as thread_summary
@@ -51,21 +60,11 @@ def title_from_request() -> str:
         title = body.get("title") if isinstance(body, dict) else None
     else:
         title = request.form.get("title")
-    if not isinstance(title, str):
-        abort(400, description="Send the new name as 'title'.")
-    title = title.strip()
-    if is_blank(title):
-        abort(400, description="A thread's title cannot be empty.")
-    if len(title) > TITLE_MAX_CHARS:
-        abort(400, description=f"The title is {len(title)} characters long; "
-                               f"the limit is {TITLE_MAX_CHARS}.")
-    if any(ord(c) < 32 or ord(c) == 127 for c in title):
-        abort(400, description="A title is one line of text.")
     try:
-        title.encode("utf-8")
-    except UnicodeEncodeError:
-        abort(400, description="'title' is not valid Unicode text.")
-    return title
+        return one_line_name(title, field="title", what="A thread's title",
+                             limit=TITLE_MAX_CHARS)
+    except ValueError as err:
+        abort(400, description=str(err))
 
 
 @bp.post("/threads/<id:thread_id>/rename")
@@ -107,17 +106,7 @@ def thread_delete(thread_id: int):
     """Delete a thread with its messages, their deltas and its share link; replies still
     running are stopped first. JSON: 200 `{deleted: id}`; a plain DELETE: 204."""
     thread = owned_thread(thread_id)
-    for message in list(db.session.scalars(
-            select(Message).where(Message.thread_id == thread.id,
-                                  Message.status.in_(ACTIVE_STATUSES)))):
-        stop_reply(message)
-    # Explicit deletes, children first: the same on every database, whatever its settings.
-    ids = select(Message.id).where(Message.thread_id == thread_id).scalar_subquery()
-    db.session.execute(delete(StreamDelta).where(StreamDelta.message_id.in_(ids)))
-    db.session.execute(delete(Message).where(Message.thread_id == thread_id))
-    db.session.execute(delete(Thread).where(Thread.id == thread_id))
-    db.session.commit()
-    engine().hub.publish(thread.channel, {"type": "deleted", "thread": thread_id})
+    remove_threads([thread])
     if wants_json():
         return jsonify(deleted=thread_id)
     if is_htmx():
@@ -128,6 +117,31 @@ def thread_delete(thread_id: int):
     if request.method == "DELETE":
         return "", 204
     return redirect(url_for("pages.thread_index"), code=303)
+
+
+def remove_threads(threads: list[Thread]) -> None:
+    """Delete these threads with their messages, deltas and share links, committed; replies
+    still running are stopped first. Their followers are told."""
+    ids = [thread.id for thread in threads]
+    if not ids:
+        return
+    for message in list(db.session.scalars(
+            select(Message).where(Message.thread_id.in_(ids),
+                                  Message.status.in_(ACTIVE_STATUSES)))):
+        stop_reply(message)
+    # Explicit deletes, children first: the same on every database, whatever its settings.
+    messages = select(Message.id).where(Message.thread_id.in_(ids)).scalar_subquery()
+    db.session.execute(delete(StreamDelta).where(StreamDelta.message_id.in_(messages)))
+    # Their files go too, unless another message (of any thread) still carries them.
+    uploads = list(db.session.scalars(select(MessageUpload.upload_id).distinct()
+                                      .where(MessageUpload.message_id.in_(messages))))
+    db.session.execute(delete(MessageUpload).where(MessageUpload.message_id.in_(messages)))
+    db.session.execute(delete(Message).where(Message.thread_id.in_(ids)))
+    db.session.execute(delete(Thread).where(Thread.id.in_(ids)))
+    remove_unused(db.session, uploads)
+    db.session.commit()
+    for thread_id in ids:
+        engine().hub.publish(thread_channel(thread_id), {"type": "deleted", "thread": thread_id})
 
 
 # -- export and import ---------------------------------------------------------------------
@@ -143,15 +157,24 @@ def thread_export(thread_id: int):
         select(Message).where(Message.thread_id == thread.id).order_by(Message.id)))
     texts = message_texts(messages)
     if kind == "json":
-        body = json.dumps(thread_json(thread, messages, texts), ensure_ascii=False, indent=2)
+        files = attachment_records(db.session, messages)
+        body = json.dumps(thread_json(thread, messages, texts, files), ensure_ascii=False,
+                          indent=2)
         mimetype = "application/json"
     else:
-        body = thread_markdown(thread, shown_path(thread, messages), texts)
+        names = {i: [{k: f[k] for k in ("name", "type", "size")} for f in found]
+                 for i, found in message_uploads_json(messages).items()}
+        body = thread_markdown(thread, shown_path(thread, messages), texts, names)
         mimetype = "text/markdown"
     response = make_response(body)
     response.mimetype = mimetype
     response.headers["Content-Disposition"] = _attachment(thread, kind)
     return response
+
+
+def message_uploads_json(messages: list[Message]) -> dict[int, list[dict]]:
+    found = message_uploads(db.session, [m.id for m in messages if m.role == "user"])
+    return {i: [u.to_json() for u in uploads] for i, uploads in found.items()}
 
 
 def shown_path(thread: Thread, messages: list[Message]) -> list[Message]:
@@ -167,6 +190,7 @@ def _attachment(thread: Thread, extension: str) -> str:
 
 
 @bp.post("/threads/import")
+@body_limit("MAX_IMPORT_BYTES")
 def thread_import():
     """Rebuild a thread from a JSON export (multipart field `file`, or the JSON body) for
     this browser; 201 with the thread, or 400 naming what is wrong with the file."""
@@ -219,25 +243,35 @@ def cursor_arg() -> tuple[dt.datetime, int] | None:
     return EPOCH + dt.timedelta(microseconds=int(match[1])), int(match[2])
 
 
-def sidebar_page(before: tuple[dt.datetime, int] | None = None) -> tuple[list[Thread], str | None]:
-    """One page of the sidebar (threads with messages, newest first) and the next cursor."""
+def sidebar_page(before: tuple[dt.datetime, int] | None = None, *,
+                 unfiled: bool = True) -> tuple[list[Thread], str | None]:
+    """One page of the sidebar's unpinned threads with messages (newest first; `unfiled`:
+    those in no folder) and the next cursor. The pinned ones come whole, before the first
+    page (organise.sidebar_context)."""
     size = current_app.config["SIDEBAR_PAGE_SIZE"]
-    rows = owner_threads(size + 1, with_empty=False, before=before)
+    rows = owner_threads(size + 1, with_empty=False, before=before, pinned=False,
+                         unfiled=unfiled)
     return rows[:size], cursor_of(rows[size - 1]) if len(rows) > size else None
 
 
 @bp.get("/threads/list")
 def thread_list():
-    """The owner's threads, a page at a time (`before` = the previous page's cursor).
+    """The owner's listed threads (not archived, not temporary), a page at a time (`before`
+    = the previous page's cursor); the first page starts with every pinned thread.
 
     JSON: `{threads, next}`; htmx: the sidebar entries and the sentinel that loads more.
     """
+    from .organise import pinned_threads
+
     before = cursor_arg()
-    threads, next_cursor = sidebar_page(before)
     if wants_json():
-        return jsonify(threads=[thread_summary(t) for t in threads], next=next_cursor)
+        threads, next_cursor = sidebar_page(before, unfiled=False)
+        pinned = pinned_threads(unfiled=False) if before is None else []
+        return jsonify(threads=[thread_summary(t) for t in [*pinned, *threads]],
+                       next=next_cursor)
     if not is_htmx():
         return redirect(url_for("pages.thread_index", before=request.args.get("before")))
+    threads, next_cursor = sidebar_page(before)
     current = request.args.get("current", type=int)
     return render_template("_thread_page.html", threads=threads, next_cursor=next_cursor,
                            current_id=current)

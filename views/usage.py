@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from babel.numbers import format_currency
 from flask import Blueprint, current_app, jsonify, render_template
+from flask_babel import get_locale
 
 from llm.pricing import PriceTable
 from models import Thread, db
@@ -23,6 +25,9 @@ def usd(amount: float | None) -> str:
     and three significant digits under a cent."""
     if amount is None:
         return "–"
+    locale = get_locale()
+    if locale is not None and locale.language != "en":
+        return _local_usd(amount, locale)
     if amount == 0:
         return "$0"
     if amount >= 1:
@@ -31,6 +36,16 @@ def usd(amount: float | None) -> str:
         digits = f"{amount:.4f}".rstrip("0")
         return "$" + digits + "0" * max(0, 2 - len(digits.partition(".")[2]))
     return f"${amount:.3g}" if amount >= 1e-6 else "<$0.000001"
+
+
+def _local_usd(amount: float, locale) -> str:
+    """`usd` with the separators and the dollar sign's place of a language."""
+    if amount >= 1:
+        return format_currency(amount, "USD", locale=locale)
+    if amount > 0 and amount < 1e-6:
+        return "< " + format_currency(1e-6, "USD", locale=locale, decimal_quantization=False)
+    rounded = round(amount, 4) if amount >= 0.01 else float(f"{amount:.3g}")
+    return format_currency(rounded, "USD", locale=locale, decimal_quantization=False)
 
 
 def totals_of(thread: Thread) -> Totals:
@@ -51,5 +66,8 @@ def usage_show():
     usage = owner_usage(db.session, current_owner(), prices())
     if wants_json():
         return jsonify(usage.to_json())
+    from .temporary import leave_temporary
+
+    leave_temporary()
     return render_template("usage.html", usage=usage, priced=bool(prices()),
                            **sidebar_threads())

@@ -19,6 +19,7 @@ from flask import (
 
 from models import Message, Thread, db
 from models.tree import ThreadTree, adopt_linear_thread
+from models.uploads import message_uploads
 
 from . import is_htmx, wants_json
 from .access import owned_message
@@ -29,11 +30,13 @@ from .messages import (
     TOO_FAST,
     active_reply_id,
     add_turn,
+    attachments_from_request,
     flag_from_request,
     prompt_from_request,
     turn_json,
 )
 from .pages import engine, message_page, message_texts, versions_of
+from .uploads import attachment_ids_from_request
 
 bp = Blueprint("versions", __name__)
 
@@ -91,8 +94,12 @@ def message_edit(message_id: int):
         abort(409, description="Only a prompt can be edited; regenerate a reply instead.")
     prompt = prompt_from_request()
     thread = g.thread
+    # The new version carries the files of the one it replaces, unless others are sent.
+    files = attachments_from_request(prompt, [engine().models.provider_for(thread.model)[0].id]) \
+        if attachment_ids_from_request() is not None else \
+        [u.id for u in message_uploads(db.session, [message.id]).get(message.id, [])]
     one_reply_at_a_time(thread)
-    user, reply = add_turn(thread, message.parent_id, prompt)
+    user, reply = add_turn(thread, message.parent_id, prompt, attachments=files)
     if wants_json():
         return jsonify(turn_json(user, reply)), 201
     return path_answer(thread)

@@ -2,6 +2,8 @@
 // `data-max` others can be, and the summary says how many will answer.
 (function () {
   "use strict";
+  // The page's language (ui.js reads the catalog the server put in the page).
+  function t(message, values) { return window.relayText ? window.relayText(message, values) : message; }
 
   function update(form) {
     var box = form && form.querySelector(".composer-compare");
@@ -20,7 +22,9 @@
                        (!input.checked && ticked >= max);
     });
     var summary = box.querySelector("summary");
-    summary.textContent = ticked ? "Compare: " + (ticked + 1) + " models" : "Compare";
+    summary.textContent = ticked
+      ? window.relayPlural("Compare: %(num)d model", "Compare: %(num)d models", ticked + 1)
+      : t("Compare");
     box.setAttribute("data-models", String(ticked ? ticked + 1 : 1));
   }
 

@@ -3,6 +3,8 @@
 // kept in sync, and the share link's copy button. Small, no framework; htmx does requests.
 (function () {
   "use strict";
+  // The page's language (ui.js reads the catalog the server put in the page).
+  function t(message, values) { return window.relayText ? window.relayText(message, values) : message; }
 
   var ACTIVE = 'article.message[data-role="assistant"][data-status="pending"], ' +
                'article.message[data-role="assistant"][data-status="streaming"]';
@@ -18,7 +20,7 @@
     return list && list.querySelector(ACTIVE);
   }
   function focusComposer() { var box = textarea(); if (box) box.focus(); }
-  function number(n) { return n.toLocaleString("en-US"); }
+  function number(n) { return window.relayNumber ? window.relayNumber(n) : n.toLocaleString("en-US"); }
 
   // -- the wording of a page with JavaScript (the server renders the no-JS truth) ------------
   (function () {
@@ -26,12 +28,12 @@
     if (status && status.getAttribute("data-state") === "static") {
       var state = status.getAttribute("data-js-state") === "polling" ? "polling" : "connecting";
       status.setAttribute("data-state", state);
-      status.textContent = state === "polling" ? "Polling" : "Connecting…";
+      status.textContent = state === "polling" ? t("Polling") : t("Connecting…");
     }
     var box = textarea();
     if (box && box.hasAttribute("data-js-placeholder")) {
       box.setAttribute("placeholder", touchScreen()
-        ? "Ask anything. Enter adds a line; the Send button sends."
+        ? t("Ask anything. Enter adds a line; the Send button sends.")
         : box.getAttribute("data-js-placeholder"));
     }
   })();
@@ -72,8 +74,8 @@
     counter.hidden = n < max * NEAR_LIMIT;
     counter.setAttribute("data-state", n > max ? "over" : "near");
     counter.textContent = n > max
-      ? number(n - max) + " characters over the limit of " + number(max)
-      : number(n) + " / " + number(max) + " characters";
+      ? t("%(count)s characters over the limit of %(max)s", { count: number(n - max), max: number(max) })
+      : t("%(count)s / %(max)s characters", { count: number(n), max: number(max) });
     if (n > max) box.setAttribute("aria-invalid", "true"); else box.removeAttribute("aria-invalid");
   }
   document.addEventListener("input", function (evt) {
@@ -90,7 +92,7 @@
   // On a touch screen Enter adds a line, so while a reply runs the button queues what is
   // typed (and stops the reply when nothing is); elsewhere Enter queues and it stops.
   var MODES = { send: ["Send", "Send"], stop: ["Stop", "Stop the reply (Escape)"],
-                queue: ["Queue", "Send when the reply ends"] };
+                queue: ["Queue", "Send when the reply ends"] }; // translated as shown
   function touchScreen() { return window.matchMedia("(pointer: coarse)").matches; }
   function updateComposer() {
     var button = sendButton();
@@ -100,8 +102,8 @@
     var mode = !active ? "send" : typed ? "queue" : "stop";
     if (button.getAttribute("data-mode") !== mode) {
       button.setAttribute("data-mode", mode);
-      button.textContent = MODES[mode][0];
-      button.setAttribute("aria-label", MODES[mode][1]);
+      button.textContent = t(MODES[mode][0]);
+      button.setAttribute("aria-label", t(MODES[mode][1]));
     }
     if (!active && queued !== null && inFlight === null) sendQueued();
     // A reply that failed may mean the model went away: look again.
@@ -176,8 +178,8 @@
     if (max !== null) {
       evt.preventDefault();
       if (inFlight) { queued = inFlight.text; textarea().value = inFlight.draft; inFlight = null; renderQueue(); }
-      showFlash("The message is " + number(charCount(text)) + " characters long; the limit is " +
-                number(max) + ". Shorten it and send again.");
+      showFlash(t("The message is %(count)s characters long; the limit is %(max)s. Shorten it and send again.",
+                  { count: number(charCount(text)), max: number(max) }));
       return;
     }
     if (inFlight || !activeReply()) return;
@@ -261,13 +263,14 @@
       })
       .then(function (health) {
         el.setAttribute("data-state", health.ok ? "ok" : "down");
-        el.textContent = health.ok ? "Model ready" : "Model unavailable: " + health.message;
+        el.textContent = health.ok ? t("Model ready")
+          : t("Model unavailable: %(reason)s", { reason: health.message });
         el.title = health.label || "";
         el.hidden = false;
       })
       .catch(function () {
         el.setAttribute("data-state", "unknown");
-        el.textContent = "Model status unknown";
+        el.textContent = t("Model status unknown");
         el.hidden = false;
       });
   }
@@ -283,7 +286,7 @@
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
     var target = evt.detail.target;
     var fragment = evt.detail.fragment;
-    if (!target || target.id !== "thread-list" || !fragment || !fragment.querySelectorAll) return;
+    if (!target || !target.closest || !target.closest("#thread-list") || !fragment || !fragment.querySelectorAll) return;
     // A thread's entry comes back to the top of the list: drop the one it replaces.
     fragment.querySelectorAll(".thread-item[id]:not([data-in-place])").forEach(function (item) {
       var old = document.getElementById(item.id);
@@ -298,8 +301,8 @@
     var source = document.querySelector(button.getAttribute("data-copy-from"));
     if (!source) return;
     var copied = function () {
-      button.textContent = "Copied";
-      setTimeout(function () { button.textContent = "Copy link"; }, 2000);
+      button.textContent = t("Copied");
+      setTimeout(function () { button.textContent = t("Copy link"); }, 2000);
     };
     var fallback = function () {
       source.select();

@@ -1,6 +1,8 @@
 // Relay's page behaviour: small, no framework; htmx does the requests and swaps.
 (function () {
   "use strict";
+  // The page's language (ui.js reads the catalog the server put in the page).
+  function t(message, values) { return window.relayText ? window.relayText(message, values) : message; }
 
   var ACTIVE = '[data-status="pending"], [data-status="streaming"]';
   var TERMINAL = ["complete", "error", "aborted", "interrupted"];
@@ -17,6 +19,28 @@
   function followScroll() {
     if (stickToBottom) window.scrollTo(0, document.documentElement.scrollHeight);
   }
+
+  // -- frames for what this tab does not show --------------------------------------------------
+  // A change to a message rendered just before this tab switched to another version (or
+  // deleted it) can arrive after the switch: htmx would drop it as an error. Drop it quietly.
+  function missingOobTarget(el) {
+    var how = el.getAttribute && el.getAttribute("hx-swap-oob");
+    return how !== null && how.indexOf(":") < 0 && el.id && !document.getElementById(el.id);
+  }
+  htmx.defineExtension("relay-frames", {
+    transformResponse: function (text) {
+      var ids = text.match(/\bid="message-\d+"/g);
+      if (!ids || ids.every(function (id) { return document.getElementById(id.slice(4, -1)); })) {
+        return text;
+      }
+      var template = document.createElement("template");
+      template.innerHTML = text;
+      var stale = Array.prototype.filter.call(template.content.children, missingOobTarget);
+      if (!stale.length) return text;
+      stale.forEach(function (el) { el.remove(); });
+      return template.innerHTML;
+    }
+  });
 
   // -- the driver's stream: exact cursor, smooth text ---------------------------------------
   // A stream's terminal `event: error` shares its name with the EventSource's own error
@@ -78,11 +102,19 @@
     return text.slice(i);
   }
   // Where text that follows a rendering goes: into its last block, after the whitespace
-  // the rendering swallowed (data-trail), or into a new paragraph after a blank line.
+  // the rendering swallowed (data-trail), or into a new paragraph after a blank line or
+  // after a closed code block (never into the code, or into a diagram's source).
   function startTail(body) {
+    var trail = body.getAttribute("data-trail");
+    if (trail === "code-end") {
+      var after = document.createElement("p");
+      var text = document.createTextNode("");
+      after.appendChild(text);
+      body.appendChild(after);
+      return text;
+    }
     var el = body;
     while (el.lastElementChild && BLOCKS.test(el.lastElementChild.tagName)) el = el.lastElementChild;
-    var trail = body.getAttribute("data-trail");
     var code = el.closest("pre");
     var node = document.createTextNode(trail === "space" && !code ? " " : "");
     if (trail === "block" && !code && el !== body) {
@@ -189,8 +221,8 @@
   function markStreaming(article) {
     var label = article.querySelector(".message-status");
     if (article.getAttribute("data-status") === "streaming" &&
-        (!label || label.textContent === "writing")) return;
-    setStage(article, "writing");
+        (!label || label.textContent === t("writing"))) return;
+    setStage(article, t("writing"));
     var panel = article.querySelector(".message-reasoning");
     if (panel && panel.open && !panel.hasAttribute("data-answered")) {
       // The answer begins: the thinking folds away (a click opens it again).
@@ -199,7 +231,9 @@
       var since = parseFloat(panel.getAttribute("data-since") || "");
       var summary = panel.querySelector("summary");
       if (summary && !isNaN(since)) {
-        summary.textContent = "Thought for " + ((performance.now() - since) / 1000).toFixed(1) + " s";
+        summary.textContent = t("Thought for %(seconds)s s", {
+          seconds: window.relayNumber ? window.relayNumber((performance.now() - since) / 1000, 1)
+                                      : ((performance.now() - since) / 1000).toFixed(1) });
       }
     }
   }
@@ -215,7 +249,7 @@
       panel.setAttribute("data-since", String(performance.now()));
     }
     body.appendChild(document.createTextNode(text));
-    setStage(article, "thinking");
+    setStage(article, t("thinking"));
   }
   var STEP_RESULTS = { error: "failed", aborted: "stopped" };
   function showStep(article, step) {
@@ -236,7 +270,7 @@
     var running = step.status === "running";
     item.className = "message-step step--" + step.status;
     item.setAttribute("data-status", step.status);
-    item.querySelector(".step-name").textContent = running ? "calling " + step.name + "…" : step.name;
+    item.querySelector(".step-name").textContent = running ? t("calling %(name)s…", { name: step.name }) : step.name;
     item.querySelector(".step-arguments").textContent = step.arguments || "";
     var result = item.querySelector(".step-result");
     if (!running) {
@@ -245,9 +279,10 @@
         result.className = "step-result";
         item.appendChild(result);
       }
-      result.textContent = step.result != null ? step.result : (STEP_RESULTS[step.status] || step.status);
+      result.textContent = step.result != null ? step.result
+        : (STEP_RESULTS[step.status] ? t(STEP_RESULTS[step.status]) : step.status);
     }
-    setStage(article, running ? "calling " + step.name + "…" : "thinking"); // the model again
+    setStage(article, running ? t("calling %(name)s…", { name: step.name }) : t("thinking")); // the model again
   }
 
   // The reply's end waits until the text received before it has been shown (at most
@@ -361,10 +396,10 @@
     });
   });
 
-  document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", "Live"); });
+  document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", t("Live")); });
   ["htmx:wsClose", "htmx:wsError"].forEach(function (name) {
     document.addEventListener(name, function () {
-      setLiveStatus("polling", "Polling");
+      setLiveStatus("polling", t("Polling"));
       pollActiveFollowers();
       pollNewerMessages();
     });
@@ -374,6 +409,20 @@
     if (!fragment) return null;
     if (fragment.matches && fragment.matches("article.message")) return fragment;
     return fragment.querySelector ? fragment.querySelector("article.message") : null;
+  }
+
+  // Replace a message with a newer copy as htmx does, keeping its [hx-preserve] parts (the
+  // reply's Stop): the same element moves into the copy, with its focus and any press on it.
+  function replaceKeeping(shown, incoming) {
+    shown.before(incoming);
+    incoming.querySelectorAll("[hx-preserve][id]").forEach(function (slot) {
+      var kept = shown.querySelector("#" + CSS.escape(slot.id));
+      if (!kept) return;
+      if (slot.parentNode.moveBefore) slot.parentNode.moveBefore(kept, slot);
+      else slot.parentNode.insertBefore(kept, slot);
+      slot.remove();
+    });
+    shown.remove();
   }
 
   document.addEventListener("htmx:oobBeforeSwap", function (evt) {
@@ -388,7 +437,7 @@
         if (!shown) return;
         article.remove();
         if (shown.hasAttribute("sse-connect") || shown.outerHTML === article.outerHTML) return;
-        shown.replaceWith(article);
+        replaceKeeping(shown, article);
         htmx.process(article);
         htmx.trigger(article, "htmx:load", { elt: article }); // as a swap announces it
       });
@@ -447,9 +496,9 @@
     var error = article.querySelector(".message-error");
     var text = (body ? body.textContent : "").replace(/\s+/g, " ").trim();
     if (text.length > ANNOUNCED_CHARS) text = text.slice(0, ANNOUNCED_CHARS) + "…";
-    var heads = { complete: "Reply finished. ", aborted: "Reply stopped. ",
-                  error: "Reply failed. ", interrupted: "Reply interrupted. " };
-    announcer.textContent = heads[status] + (status === "complete" ? text :
+    var heads = { complete: "Reply finished.", aborted: "Reply stopped.",
+                  error: "Reply failed.", interrupted: "Reply interrupted." };
+    announcer.textContent = t(heads[status]) + " " + (status === "complete" ? text :
       (error ? error.textContent.trim() : ""));
   }
   document.addEventListener("htmx:load", function (evt) {
@@ -465,6 +514,33 @@
 
   document.addEventListener("htmx:afterSwap", followScroll);
   document.addEventListener("htmx:sseMessage", followScroll);
+
+  // -- Stop: a press is never lost to the reply growing under it -----------------------------
+  // A streaming reply's text pushes its Stop down a line at a time, so a press can begin on
+  // the button and end, with the pointer still, on the text that took its place; the browser
+  // then clicks nothing. A press that began on Stop and ended where it began stops the reply;
+  // one dragged away is cancelled, as on any button.
+  var STILL_PX = 10;
+  var stopPress = null;
+  document.addEventListener("pointerdown", function (evt) {
+    var button = evt.isPrimary && evt.button === 0 && evt.target.closest &&
+      evt.target.closest('button[data-action="cancel"]');
+    var article = button && button.closest("article.message");
+    stopPress = article ? { button: button, article: article.id, pointer: evt.pointerId,
+                            x: evt.clientX, y: evt.clientY } : null;
+  }, true);
+  document.addEventListener("pointercancel", function () { stopPress = null; }, true);
+  document.addEventListener("pointerup", function (evt) {
+    var press = stopPress;
+    stopPress = null;
+    if (!press || evt.pointerId !== press.pointer) return;
+    if (Math.abs(evt.clientX - press.x) > STILL_PX || Math.abs(evt.clientY - press.y) > STILL_PX) return;
+    var under = evt.target.closest && evt.target.closest('button[data-action="cancel"]');
+    if (under === press.button) return; // still under the pointer: the browser clicks it
+    var article = document.getElementById(press.article);
+    var button = article && article.querySelector('button[data-action="cancel"]');
+    if (button && !button.disabled) button.click();
+  }, true);
 
   // -- composer: Enter sends, Shift+Enter adds a line; disabled only while sending ----------
   function composer() { return document.getElementById("composer"); }
@@ -517,7 +593,7 @@
     box.setAttribute("role", "alert");
     var parsed = new DOMParser().parseFromString(evt.detail.xhr.responseText || "", "text/html");
     var text = parsed.body ? parsed.body.textContent.trim() : "";
-    box.textContent = text || ("Request failed (HTTP " + evt.detail.xhr.status + ").");
+    box.textContent = text || t("Request failed (HTTP %(status)s).", { status: evt.detail.xhr.status });
     var anchor = composer() || document.querySelector("main");
     anchor.parentNode.insertBefore(box, anchor);
   });

@@ -5,6 +5,46 @@
 
   var root = document.documentElement;
 
+  // -- the page's language: the strings the server translated for the scripts (#i18n) -------
+  var catalog = (function () {
+    var el = document.getElementById("i18n");
+    try { return el ? JSON.parse(el.textContent) : {}; } catch (err) { return {}; }
+  })();
+  var lang = catalog.lang || root.getAttribute("lang") || "en";
+  var pluralRules = null;
+  function fill(text, values) {
+    return values ? text.replace(/%\((\w+)\)[sd]/g, function (all, name) {
+      return Object.prototype.hasOwnProperty.call(values, name) ? String(values[name]) : all;
+    }) : text;
+  }
+  // relayText("Copy link"), relayText("calling %(name)s…", {name: "calculator"})
+  function t(message, values) {
+    var strings = catalog.strings || {};
+    return fill(Object.prototype.hasOwnProperty.call(strings, message) ? strings[message] : message,
+                values);
+  }
+  // relayPlural("%(num)d selected", "%(num)d selected", 3): the language's form for 3
+  function plural(singular, pluralText, n, values) {
+    var forms = (catalog.plurals || {})[singular];
+    var chosen = n === 1 ? singular : pluralText;
+    if (forms) {
+      if (!pluralRules && window.Intl && Intl.PluralRules) pluralRules = new Intl.PluralRules(lang);
+      chosen = forms[pluralRules ? pluralRules.select(n) : "other"] || forms.other || chosen;
+    }
+    var all = { num: n };
+    for (var key in values || {}) all[key] = values[key];
+    return fill(chosen, all);
+  }
+  // Counts with the language's separators (Latin digits, as the server writes them).
+  function number(n, digits) {
+    var options = { minimumFractionDigits: digits || 0, maximumFractionDigits: digits || 0 };
+    try { return n.toLocaleString(lang + "-u-nu-latn", options); } catch (err) { return String(n); }
+  }
+  window.relayText = t;
+  window.relayPlural = plural;
+  window.relayNumber = number;
+  window.relayLanguage = lang;
+
   // -- polite announcements (one live region for the whole page) ----------------------------
   var announcer = null;
   function announce(text) {
@@ -17,6 +57,7 @@
     announcer.textContent = "";
     window.setTimeout(function () { announcer.textContent = text; }, 50);
   }
+  window.relayAnnounce = announce;  // the other page scripts speak through the same region
 
   // -- theme: the system's, until the reader picks one (remembered; head.js applies it) -----
   var darkQuery = window.matchMedia("(prefers-color-scheme: dark)");
@@ -95,12 +136,12 @@
   }
   function copy(button, text) {
     writeClipboard(text).then(function () {
-      button.textContent = "Copied";
-      announce("Copied");
+      button.textContent = t("Copied");
+      announce(t("Copied"));
       window.clearTimeout(button.relayCopyTimer);
-      button.relayCopyTimer = window.setTimeout(function () { button.textContent = "Copy"; }, 2000);
+      button.relayCopyTimer = window.setTimeout(function () { button.textContent = t("Copy"); }, 2000);
     }, function () {
-      announce("Could not copy");
+      announce(t("Could not copy"));
     });
   }
 
@@ -114,8 +155,9 @@
       button.className = "button copy-button";
       button.setAttribute("data-action", "copy-code");
       var language = head.parentNode.getAttribute("data-language");
-      button.setAttribute("aria-label", language ? "Copy " + language + " code" : "Copy code");
-      button.textContent = "Copy";
+      button.setAttribute("aria-label", language ? t("Copy %(language)s code", { language: language })
+                                                 : t("Copy code"));
+      button.textContent = t("Copy");
       head.appendChild(button);
     });
   }
@@ -124,14 +166,14 @@
   var DATE = { day: "numeric", month: "short", year: "numeric" };
   function ago(when, now) {
     var seconds = Math.round((now - when) / 1000);
-    if (seconds < 45) return "just now";
-    if (seconds < 3600) return Math.round(seconds / 60) + " min ago";
-    if (seconds < 86400) return Math.round(seconds / 3600) + " h ago";
+    if (seconds < 45) return t("just now");
+    if (seconds < 3600) return plural("%(num)d min ago", "%(num)d min ago", Math.round(seconds / 60));
+    if (seconds < 86400) return plural("%(num)d h ago", "%(num)d h ago", Math.round(seconds / 3600));
     if (seconds < 7 * 86400) {
       var days = Math.round(seconds / 86400);
-      return days === 1 ? "yesterday" : days + " days ago";
+      return days === 1 ? t("yesterday") : plural("%(num)d day ago", "%(num)d days ago", days);
     }
-    return when.toLocaleDateString("en-GB", DATE);
+    return when.toLocaleDateString(lang === "en" ? "en-GB" : lang + "-u-nu-latn", DATE);
   }
   function refreshTimes(scope) {
     var now = Date.now();
@@ -139,7 +181,8 @@
       var when = new Date(el.getAttribute("datetime"));
       if (isNaN(when)) return;
       el.textContent = ago(when, now);
-      el.title = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      el.title = when.toLocaleString(lang === "en" ? undefined : lang + "-u-nu-latn",
+                                     { dateStyle: "medium", timeStyle: "short" });
     });
   }
 
@@ -148,8 +191,8 @@
     var article = evt.target.closest && evt.target.closest("article.message");
     var label = article && article.querySelector(".message-status");
     if (label && article.getAttribute("data-status") === "pending" &&
-        label.textContent.trim() === "connecting") {
-      label.textContent = "thinking";
+        label.textContent.trim() === t("connecting")) {
+      label.textContent = t("thinking");
     }
   });
 
@@ -171,7 +214,7 @@
     jump.type = "button";
     jump.className = "button jump-latest";
     jump.setAttribute("data-action", "jump-latest");
-    jump.textContent = "Jump to latest ↓";
+    jump.textContent = t("Jump to latest ↓");
     jump.hidden = true;
     list.parentNode.insertBefore(jump, list.nextSibling);
     window.addEventListener("scroll", showJump, { passive: true });
@@ -223,6 +266,14 @@
     var parts = drawerParts();
     if (drawerOpen() && !parts.sidebar.contains(evt.target) && evt.target !== parts.toggle) {
       setDrawer(false, false);
+    }
+  });
+
+  // -- the language switcher: a choice applies at once (the page comes back in it) -----------
+  document.addEventListener("change", function (evt) {
+    var select = evt.target;
+    if (select.matches && select.matches("select[data-action=language]") && select.form) {
+      select.form.submit();
     }
   });
 

@@ -1,6 +1,8 @@
 // Versions of a turn: the inline prompt editor, and a thread's path sent by the websocket.
 (function () {
   "use strict";
+  // The page's language (ui.js reads the catalog the server put in the page).
+  function t(message, values) { return window.relayText ? window.relayText(message, values) : message; }
 
   // -- edit a prompt in place: Save posts a new version, Cancel (or Escape) puts it back ------
   function closeEditor(form) {
@@ -28,19 +30,19 @@
     area.required = true;
     area.rows = Math.min(12, Math.max(2, body.textContent.split("\n").length));
     area.value = body.textContent;
-    area.setAttribute("aria-label", "Edit your prompt");
+    area.setAttribute("aria-label", t("Edit your prompt"));
     var actions = document.createElement("div");
     actions.className = "message-editor-actions";
     var save = document.createElement("button");
     save.type = "submit";
     save.className = "button button--small button--primary";
     save.setAttribute("data-action", "save-edit");
-    save.textContent = "Save";
+    save.textContent = t("Save");
     var cancel = document.createElement("button");
     cancel.type = "button";
     cancel.className = "button button--small";
     cancel.setAttribute("data-action", "cancel-edit");
-    cancel.textContent = "Cancel";
+    cancel.textContent = t("Cancel");
     actions.append(save, cancel);
     form.append(area, actions);
     body.hidden = true;

@@ -236,6 +236,12 @@ def new_thread(page) -> str:
     return path
 
 
+def wait_live(page, what: str = "the websocket") -> None:
+    """Wait until the page's websocket is connected (a follower has something to follow)."""
+    wait_until(lambda: page.locator("#live-status").get_attribute("data-state") == "live",
+               what=what)
+
+
 def open_followers(context, thread: str):
     """Two more tabs on `thread`: one on the websocket (connected), one polling."""
     live = context.new_page()
@@ -243,8 +249,7 @@ def open_followers(context, thread: str):
     poller = context.new_page()
     poller.goto(thread + "?follow=poll")
     # A follower must be connected before the prompt goes, or it has nothing to follow.
-    wait_until(lambda: live.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    wait_live(live, "the follower's websocket")
     return live, poller
 
 
@@ -313,3 +318,27 @@ def model(upstream, monkeypatch) -> Model:
     model = Model(upstream)
     monkeypatch.setattr(upstream, "default_reply", model)
     return model
+
+
+def sampler_js(fields: str) -> str:
+    """A script for `page.evaluate(script, article_id)` that samples the reply's article
+    every animation frame into `window.__samples`, until five frames after it completes (or
+    once it ends otherwise): the frame before and the frame after the finished reply is
+    swapped in. `fields`: the properties of a sample, a JS object body that may use `el`
+    (the article) and `body` (its .message-body)."""
+    return """(id) => {
+  window.__samples = [];
+  const sample = () => {
+    const el = document.getElementById(id);
+    if (el) {
+      const body = el.querySelector('.message-body');
+      window.__samples.push({FIELDS});
+    }
+    const ended = el && ['complete', 'error', 'aborted', 'interrupted']
+      .includes(el.getAttribute('data-status'));
+    if (!ended || window.__samples.filter(s => s.status === 'complete').length < 5) {
+      requestAnimationFrame(sample);
+    }
+  };
+  requestAnimationFrame(sample);
+}""".replace("FIELDS", fields)

@@ -43,7 +43,16 @@ def greet(name: str) -> str:
     return f"Hello, {name}!"
 ```
 
-That is `all`, with a [link](https://example.com).
+That is `all`, with a [link](https://example.com), a formula $e^{i\\pi} + 1 = 0$, another
+
+$$\\int_0^1 x^2\\,dx = \\frac{1}{3}$$
+
+and a diagram:
+
+```mermaid
+graph LR
+  A[Prompt] --> B[Reply]
+```
 """
 LONG = " ".join(f"word{i}" for i in range(1, 400))
 
@@ -76,16 +85,21 @@ def audit_every_state(page, model) -> dict[str, list[dict]]:
     wait_for_reply(page, reply, ("complete",))
     page.reload()  # the finished reply as a page renders it, and as the sender's tab shows it
     wait_for_reply(page, reply, ("complete",))
+    wait_until(lambda: page.locator(f"#{reply} .code-block.diagram").get_attribute(
+        "data-diagram-state") == "drawn", what="the diagram drawn")
     found["thread-finished"] = axe_violations(page)
 
     # The fake model answers the first scripted prompt of a thread: one thread per reply.
     new_thread(page)
-    streaming = send_prompt(page, model.script(LONG, token_delay_s=0.03))
+    # Slow enough to be still running when Stop is pressed, however long the audit takes
+    # on a loaded machine (a reply that ended first would rightly show `complete`).
+    streaming = send_prompt(page, model.script(LONG, token_delay_s=0.15))
     wait_until(lambda: (s := reply_state(page, streaming))["status"] in ACTIVE
                and len(s["text"].split()) >= 5, what="a reply streaming")
     found["thread-streaming"] = axe_violations(page)
     page.locator(f"#{streaming} button[data-action=cancel]").click()
-    wait_for_reply(page, streaming, ("aborted",))
+    stopped = wait_for_reply(page, streaming, ("aborted", "complete", "error", "interrupted"))
+    assert stopped["status"] == "aborted", stopped
 
     thread = new_thread(page)
     failing = send_prompt(page, model.script("never", failure=Reply(tokens=[], status=500)))

@@ -34,7 +34,8 @@ def whole_words_of(shown: str, full: str = EXPECTED) -> bool:
 def stop_mid_reply(page, model, words_before_stop: int = 30) -> tuple[str, dict, list[str]]:
     """Ask for a long reply, press Stop once it shows some words; returns the article id, its
     stopped state, and the words shown when Stop was pressed."""
-    reply = send_prompt(page, model.script(EXPECTED, token_delay_s=0.015))
+    # 12 s in all: still running when Stop arrives, even when the tab lags the stream.
+    reply = send_prompt(page, model.script(EXPECTED, token_delay_s=0.04))
     shown = wait_until(lambda: (s := reply_state(page, reply)) and s["status"] in ACTIVE
                        and len(s["text"].split()) >= words_before_stop and s["text"].split(),
                        what=f"{words_before_stop} words before pressing Stop")

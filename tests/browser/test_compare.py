@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.fake_upstream import Reply
-from tests import test_server_models
-from tests.test_server_models import ANTHROPIC_KEY
+from tests.conftest import ANTHROPIC_KEY
 
 from .conftest import ACTIVE, RELAY_ENV, new_thread, norm, send_prompt, wait_for_reply, wait_until
 from .test_share import open_viewer, share
@@ -18,7 +17,6 @@ CLAUDE_TEXT = " ".join(f"claude{i}" for i in range(60)) + " *finished*."
 CELLS = ".comparison .comparison-cell"
 
 
-claude = test_server_models.claude  # the fake Anthropic API, one per module
 
 
 @pytest.fixture(scope="module")

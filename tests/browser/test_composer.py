@@ -13,6 +13,7 @@ from .conftest import (
     reply_state,
     send_prompt,
     wait_for_reply,
+    wait_live,
     wait_until,
 )
 
@@ -85,8 +86,7 @@ def test_another_tab_of_the_thread_shows_stop_and_escape_there_stops_the_reply(c
     thread = new_thread(asker)
     other = context.new_page()
     other.goto(thread)
-    wait_until(lambda: other.locator("#live-status").get_attribute("data-state") == "live",
-               what="the other tab's websocket")
+    wait_live(other, "the other tab's websocket")
     reply = start_long_reply(asker, model)
     wait_until(lambda: composer_state(other)["button"] == "Stop",
                what="the other tab to offer Stop")

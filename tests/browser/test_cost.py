@@ -15,6 +15,7 @@ from .conftest import (
     reply_state,
     send_prompt,
     wait_for_reply,
+    wait_live,
     wait_until,
 )
 from .test_a11y import axe_violations
@@ -42,8 +43,7 @@ def test_a_reply_shows_its_cost_and_the_thread_total_follows_each_reply(context,
     thread = new_thread(asker)
     follower = context.new_page()
     follower.goto(thread)
-    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    wait_live(follower, "the follower's websocket")
     assert thread_cost(asker) is None and thread_cost(follower) is None
 
     for n in (1, 2):
@@ -70,8 +70,7 @@ def test_a_follower_sees_the_thread_total_grow_from_the_estimate_while_a_reply_s
     thread = new_thread(asker)
     follower = context.new_page()
     follower.goto(thread)
-    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    wait_live(follower, "the follower's websocket")
     text = " ".join(f"word{i}" for i in range(150))
     article = send_prompt(asker, upstream.script(Reply.words(text, usage=USAGE,
                                                             token_delay_s=0.03)))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import new_thread, norm, send_prompt, wait_for_reply, wait_until
+from .conftest import new_thread, norm, send_prompt, wait_for_reply, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -70,8 +70,7 @@ def test_the_title_reaches_other_tabs_headings_sidebars_and_tab_titles(context, 
     live.goto(thread)
     poller = context.new_page()
     poller.goto(thread + "?follow=poll")
-    wait_until(lambda: live.locator("#live-status").get_attribute("data-state") == "live",
-               what="the websocket follower")
+    wait_live(live, "the websocket follower")
     for tab in (asker, live, poller):
         assert tab.locator("h1#thread-title").text_content() == "New thread"
         assert tab.title() == "New thread · Relay"

@@ -7,7 +7,7 @@ import pytest
 
 from bench.fake_upstream import Reply
 
-from .conftest import new_thread, send_prompt, wait_for_reply, wait_until
+from .conftest import new_thread, sampler_js, send_prompt, wait_for_reply, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -33,34 +33,17 @@ The end of the reply, with one last sentence that wraps onto a second line on a 
 screen and maybe on a desktop one too.
 """
 
-# Samples the reply's article every animation frame: its status, height, and what its body
-# holds, so a test sees the frame before and the frame after the finished reply is swapped in.
-SAMPLER_JS = """(id) => {
-  window.__samples = [];
-  const sample = () => {
-    const el = document.getElementById(id);
-    if (el) {
-      const body = el.querySelector('.message-body');
-      window.__samples.push({
-        status: el.getAttribute('data-status'),
-        height: body.getBoundingClientRect().height,
-        top: el.getBoundingClientRect().top + window.scrollY,
-        heading: !!body.querySelector('h2'),
-        table: !!body.querySelector('table'),
-        code: !!body.querySelector('pre code'),
-        strong: !!body.querySelector('strong'),
-        text: body.textContent,
-        line: parseFloat(getComputedStyle(body).lineHeight) || 24,
-      });
-    }
-    const ended = el && ['complete', 'error', 'aborted', 'interrupted']
-      .includes(el.getAttribute('data-status'));
-    if (!ended || window.__samples.filter(s => s.status === 'complete').length < 5) {
-      requestAnimationFrame(sample);
-    }
-  };
-  requestAnimationFrame(sample);
-}"""
+# Each frame: the reply's status, height and place, and what its body holds.
+SAMPLER_JS = sampler_js("""
+  status: el.getAttribute('data-status'),
+  height: body.getBoundingClientRect().height,
+  top: el.getBoundingClientRect().top + window.scrollY,
+  heading: !!body.querySelector('h2'),
+  table: !!body.querySelector('table'),
+  code: !!body.querySelector('pre code'),
+  strong: !!body.querySelector('strong'),
+  text: body.textContent,
+  line: parseFloat(getComputedStyle(body).lineHeight) || 24,""")
 
 
 VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -70,8 +53,7 @@ VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, 
 def test_the_sender_sees_markdown_live_and_no_jump_at_the_end(new_context, upstream, viewport):
     page = new_context(viewport=viewport).new_page()
     new_thread(page)
-    wait_until(lambda: page.locator("#live-status").get_attribute("data-state") == "live",
-               what="the thread's websocket")
+    wait_live(page, "the thread's websocket")
     prompt = upstream.script(Reply.words(MARKDOWN, token_delay_s=0.03))
     article = send_prompt(page, prompt)
     page.evaluate(SAMPLER_JS, article)

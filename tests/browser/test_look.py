@@ -204,7 +204,7 @@ def test_copy_buttons_copy_the_reply_markdown_the_prompt_and_the_code(new_contex
     reply = send_prompt(page, prompt)
     wait_for_reply(page, reply, ("complete",))
 
-    head = page.locator(f"#{reply} .code-block .code-head")
+    head = page.locator(f"#{reply} .code-block:not(.diagram) .code-head")  # not the diagram
     assert head.locator(".code-lang").inner_text() == "python"
     code_button = head.locator("button[data-action=copy-code]")
     code_button.click()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import norm, send_prompt, wait_for_reply, wait_until
+from .conftest import norm, send_prompt, wait_for_reply, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -42,8 +42,7 @@ def test_rename_from_the_header_reaches_another_tab(context, model):
     path, thread_id = thread_with_reply(page, model, "Name me")
     other = context.new_page()
     other.goto(path)
-    wait_until(lambda: other.locator("#live-status").get_attribute("data-state") == "live",
-               what="the second tab's websocket")
+    wait_live(other, "the second tab's websocket")
 
     page.locator('summary[data-action="rename"]').click()
     box = page.locator("#rename-title")
@@ -103,8 +102,7 @@ def test_delete_asks_first_then_the_thread_is_gone_everywhere(context, model):
     path, doomed = thread_with_reply(page, model, "Delete this one")
     follower = context.new_page()
     follower.goto(path)
-    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    wait_live(follower, "the follower's websocket")
     answers = []
 
     def on_dialog(dialog):

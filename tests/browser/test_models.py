@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.fake_upstream import Reply
-from tests import test_server_models
-from tests.test_server_models import ANTHROPIC_KEY
+from tests.conftest import ANTHROPIC_KEY
 
 from .conftest import RELAY_ENV, new_thread, norm, send_prompt, wait_for_reply, wait_until
 
@@ -16,7 +15,6 @@ CLAUDE_TEXT = "Claude answers **this** one, word by word."
 OPENAI_TEXT = "The OpenAI-compatible model answers that one."
 
 
-claude = test_server_models.claude  # the fake Anthropic API, one per module
 
 
 @pytest.fixture(scope="module")

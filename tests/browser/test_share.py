@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import ACTIVE, new_thread, norm, reply_state, send_prompt, wait_for_reply, wait_until
+from .conftest import (
+    ACTIVE,
+    new_thread,
+    norm,
+    reply_state,
+    send_prompt,
+    wait_for_reply,
+    wait_live,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -23,8 +32,7 @@ def open_viewer(new_context, url: str):
     viewer = new_context().new_page()
     answer = viewer.goto(url)
     assert answer.status == 200
-    wait_until(lambda: viewer.locator("#live-status").get_attribute("data-state") == "live",
-               what="the viewer's websocket")
+    wait_live(viewer, "the viewer's websocket")
     return viewer
 
 
@@ -43,18 +51,26 @@ def test_the_copy_button_puts_the_share_link_on_the_clipboard(new_context):
 
 def test_revoking_a_link_shuts_out_its_viewers_and_a_new_share_is_a_new_link(context,
                                                                              new_context,
-                                                                             console):
+                                                                             console, model):
     console.allow(r"status of 404")  # the revoked link's page is a 404, as it should be
     page = context.new_page()
     new_thread(page)
+    wait_for_reply(page, send_prompt(page, model.script("Words for the viewer.")),
+                   ("complete",))
     url = share(page)
     viewer = new_context().new_page()
     assert viewer.goto(url).status == 200
+    assert viewer.locator("article.message").count() == 2
+    wait_live(viewer, "the viewer's websocket")
 
     page.on("dialog", lambda dialog: dialog.accept())  # "Revoke this link?"
     page.locator('[data-action="revoke-share"]').click()
     page.locator('#share button[data-action="share"]').wait_for()
     assert page.locator("#share-link").count() == 0
+    # The viewer following live is shut out at once: what it showed goes, and it says why.
+    viewer.locator(".thread--deleted [role=alert]").wait_for()
+    assert "stopped sharing" in viewer.locator(".thread--deleted").text_content()
+    assert viewer.locator("article.message").count() == 0
     assert viewer.goto(url).status == 404
 
     again = share(page)

@@ -16,6 +16,7 @@ from .conftest import (
     reply_state,
     send_prompt,
     wait_for_reply,
+    wait_live,
     wait_until,
 )
 from .proxy import CuttableProxy
@@ -168,6 +169,7 @@ def test_network_cut_mid_reply_resumes_without_gap_or_repeat(new_context, proxy,
         assert state is not None, "the reply vanished while offline"
         check("asker", state)
         shown.append(len(state["text"]))
+        last_text = state["text"]
         time.sleep(0.05)
     assert proxy.cuts > 0
     assert len(set(shown[-20:])) == 1, "the text kept growing: the network was not cut"
@@ -178,7 +180,10 @@ def test_network_cut_mid_reply_resumes_without_gap_or_repeat(new_context, proxy,
     (state, lengths), = follow({"asker": page}, check=check).values()
     assert state["status"] == "complete"
     assert state["text"].split() == expected.split()
-    assert lengths and lengths[0] == shown[-1], "the text did not continue from where it was"
+    # From where it was: the same text, but for trailing whitespace the fresh rendering holds
+    # back until the next word comes (invisible, and never a lost character).
+    assert lengths and len(last_text.rstrip()) <= lengths[0] <= shown[-1], \
+        "the text did not continue from where it was"
 
 
 def test_a_follower_that_missed_a_new_turn_gets_it_when_its_websocket_comes_back(
@@ -190,8 +195,7 @@ def test_a_follower_that_missed_a_new_turn_gets_it_when_its_websocket_comes_back
     thread = new_thread(asker)
     follower = context.new_page()  # the same person (cookies ignore the port), via the proxy
     follower.goto(proxy.url + thread)
-    wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") == "live",
-               what="the follower's websocket")
+    wait_live(follower, "the follower's websocket")
     proxy.cut()
     wait_until(lambda: follower.locator("#live-status").get_attribute("data-state") != "live",
                what="the follower to notice it is cut off")
