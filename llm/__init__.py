@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .anthropic_provider import AnthropicProvider
 from .azure_openai import AzureOpenAIProvider
 from .base import Chunk, Provider, ProviderError
 from .catalog import ModelCatalog, ModelChoice, make_catalog
@@ -28,6 +27,16 @@ __all__ = [
 ]
 
 PROVIDERS = ("openai", "demo")
+
+
+def __getattr__(name: str) -> Any:
+    # The Anthropic SDK takes a second or more to import: only a process that asks for it
+    # (an anthropic: model in CHAT_MODELS, or code naming llm.AnthropicProvider) pays for it.
+    if name == "AnthropicProvider":
+        from .anthropic_provider import AnthropicProvider
+
+        return AnthropicProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 
@@ -105,6 +114,8 @@ def _base_provider(config: Mapping[str, Any], name: str, model: str | None) -> A
         base_url = _text(config, "ANTHROPIC_BASE_URL")
         if not key and not base_url:
             raise ValueError("CHAT_MODELS lists an anthropic: model; set ANTHROPIC_API_KEY.")
+        from .anthropic_provider import AnthropicProvider  # its SDK loads only when used
+
         return AnthropicProvider(api_key=key, base_url=base_url, model=model or "",
                                  max_tokens=int(_number(config, "ANTHROPIC_MAX_TOKENS", 4096,
                                                         positive=True)), **timeouts)
