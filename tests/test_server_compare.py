@@ -51,8 +51,10 @@ def thread_messages(browser: RelayClient, thread: int) -> list[dict]:
 
 def test_compared_replies_stream_at_once_each_exact_over_reconnects(browser, upstream, claude):
     other = " ".join(f"c{i}{'é' if i % 3 else '😀'}" for i in range(150)) + "\r\nend &amp;"
-    prompt = both_answer(upstream, claude, Reply.words(TRICKY * 4, token_delay_s=0.01),
-                         Reply.words(other, token_delay_s=0.01))
+    # Paced (4 to 6 s) and cut after every event, so each stream is resumed many times
+    # however slowly the machine serves the reconnects.
+    prompt = both_answer(upstream, claude, Reply.words(TRICKY * 4, token_delay_s=0.04),
+                         Reply.words(other, token_delay_s=0.04))
     thread = browser.new_thread()
     body = compare(browser, thread, prompt, model="fake-model", compare=["claude-fake"])
     replies = body["assistant_messages"]
@@ -64,7 +66,7 @@ def test_compared_replies_stream_at_once_each_exact_over_reconnects(browser, ups
     assert replies[0]["siblings"] == [r["id"] for r in replies]
 
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda r: read_reconnecting(browser, r["stream_url"], every=3),
+        results = list(pool.map(lambda r: read_reconnecting(browser, r["stream_url"], every=1),
                                 replies))
     assert results[0][:2] == (TRICKY * 4, "done") and results[1][:2] == (other, "done")
     assert results[0][2] >= 5 and results[1][2] >= 5

@@ -201,6 +201,18 @@ REPLY_STATE_JS = """(id) => {
 }"""
 
 
+def api_get(page, path: str, **kw):
+    """GET `path` with the page's cookies, as its own request. A pooled connection the server
+    closed as idle (keep-alive) just as it was reused is tried once more, as a browser does
+    for a GET."""
+    try:
+        return page.request.get(path, **kw)
+    except Exception as err:
+        if "ECONNRESET" not in str(err) and "socket hang up" not in str(err):
+            raise
+        return page.request.get(path, **kw)
+
+
 def reply_state(page, article_id: str | None = None) -> dict | None:
     """An assistant message as the page shows it: `article_id`'s, or the newest one (None
     while there is none, or while the page is navigating)."""

@@ -8,7 +8,16 @@ import pytest
 
 from bench.fake_upstream import Reply
 
-from .conftest import ACTIVE, new_thread, norm, reply_state, send_prompt, wait_for_reply, wait_until
+from .conftest import (
+    ACTIVE,
+    api_get,
+    new_thread,
+    norm,
+    reply_state,
+    send_prompt,
+    wait_for_reply,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -79,8 +88,8 @@ def test_continue_after_stop_finishes_the_reply_without_repeating(page, model):
     assert done["text"].split() == EXPECTED.split()
     assert done["count"] == 1
     # The seam: the stored reply is the old text and the model's continuation, exactly.
-    stored = page.request.get(f"/messages/{reply.removeprefix('message-')}",
-                              headers={"Accept": "application/json"}).json()
+    stored = api_get(page, f"/messages/{reply.removeprefix('message-')}",
+                     headers={"Accept": "application/json"}).json()
     assert stored["content"] == EXPECTED
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.files import pdf, png
 
-from .conftest import RELAY_ENV, new_thread, norm, wait_for_reply, wait_live, wait_until
+from .conftest import RELAY_ENV, api_get, new_thread, norm, wait_for_reply, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -98,7 +98,7 @@ def test_paste_an_image_drop_a_pdf_see_chips_and_budget_send_and_see_the_thumbna
                what="the thumbnail to load")
     href = prompt.locator(".attachment-thumb").get_attribute("href")
     assert href == f"/uploads/{chips[0]['id']}"
-    assert page.request.get(href).headers["content-type"] == "image/png"
+    assert api_get(page, href).headers["content-type"] == "image/png"
     assert prompt.locator(".attachment-file").inner_text() == "minutes.pdf"
     # The follower's copy of the prompt (from the websocket) shows the files too.
     wait_until(lambda: follower.locator('article.message[data-role="user"] '

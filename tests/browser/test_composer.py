@@ -48,8 +48,8 @@ def user_prompts(page) -> list[str]:
         'article.message[data-role="user"] .message-body').all_text_contents()]
 
 
-def start_long_reply(page, model) -> str:
-    reply = send_prompt(page, model.script(LONG, token_delay_s=0.04))
+def start_long_reply(page, model, text: str = LONG) -> str:
+    reply = send_prompt(page, model.script(text, token_delay_s=0.04))
     wait_until(lambda: composer_state(page)["button"] == "Stop", what="Send to become Stop")
     return reply
 
@@ -139,7 +139,8 @@ def test_a_queued_prompt_goes_when_the_reply_is_stopped(page, model):
 
 def test_cancelling_a_queued_prompt_gives_its_text_back_and_sends_nothing(page, model):
     new_thread(page)
-    first = start_long_reply(page, model)
+    # Long enough (24 s) that it is surely still running when the queued prompt is cancelled.
+    first = start_long_reply(page, model, " ".join(f"long{i}" for i in range(600)))
     box = page.locator("form#composer textarea[name=content]")
     box.fill("Never mind this one")
     box.press("Enter")
@@ -151,7 +152,8 @@ def test_cancelling_a_queued_prompt_gives_its_text_back_and_sends_nothing(page, 
     assert state["focused"] == "composer-content"
     assert page.locator("#composer-queued").is_hidden()
 
-    wait_for_reply(page, first, ("complete",), timeout=40)
+    page.keyboard.press("Escape")  # the reply ends, as a queued prompt would wait for
+    wait_for_reply(page, first, ("aborted",), timeout=15)
     page.wait_for_timeout(1000)  # time enough for a queued prompt to have gone
     assert len(user_prompts(page)) == 1
     assert composer_state(page)["draft"] == "Never mind this one"

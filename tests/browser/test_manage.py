@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import norm, send_prompt, wait_for_reply, wait_live, wait_until
+from .conftest import api_get, norm, send_prompt, wait_for_reply, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -119,7 +119,7 @@ def test_delete_asks_first_then_the_thread_is_gone_everywhere(context, model):
     page.wait_for_url(re.compile(r"/$"))
     assert page.locator(f"#thread-item-{doomed}").count() == 0
     assert page.locator(f"#thread-item-{keep}").count() == 1
-    assert page.request.get(path).status == 404
+    assert api_get(page, path).status == 404
     # The tab that followed it is told.
     wait_until(lambda: follower.locator("section.thread--deleted").count() == 1,
                what="the follower to learn of the deletion")
@@ -138,7 +138,7 @@ def test_delete_from_the_sidebar_of_another_thread(context, model):
     wait_until(lambda: page.locator(f"#thread-item-{doomed}").count() == 0,
                what="the entry to go")
     assert page.url.endswith(path)
-    assert page.request.get(f"/threads/{doomed}").status == 404
+    assert api_get(page, f"/threads/{doomed}").status == 404
 
 
 def test_search_from_the_sidebar_marks_matches_and_opens_the_thread(context, model):
@@ -213,7 +213,7 @@ def test_export_links_download_the_thread(context, model):
 def test_import_from_the_sidebar_opens_the_imported_thread(context, model, tmp_path):
     page = context.new_page()
     path, _ = thread_with_reply(page, model, "Carry me over")
-    exported = page.request.get(path + "/export?format=json").body()
+    exported = api_get(page, path + "/export?format=json").body()
     file = tmp_path / "thread.json"
     file.write_bytes(exported)
     other = context.browser.new_context(base_url=page.url.split("/threads/")[0])

@@ -11,6 +11,7 @@ import pytest
 
 from .conftest import (
     ROOT,
+    api_get,
     new_thread,
     open_followers,
     sampler_js,
@@ -252,7 +253,7 @@ def test_the_diagram_renderer_loads_only_on_pages_that_show_a_diagram(context, m
     every_page = {"js/diagrams.js": gzip_size(static / "js/diagrams.js")}
     diagram_pages = {name: gzip_size(static / name)
                      for name in ("vendor/mermaid/mermaid.min.js", "js/diagram-frame.js")}
-    frame = page.request.get("/diagrams/frame").body()
+    frame = api_get(page, "/diagrams/frame").body()
     diagram_pages["/diagrams/frame"] = len(gzip.compress(frame, 9))
     print(f"\nadded to every page (gzip): {every_page}; "
           f"added to pages with a diagram (gzip): {diagram_pages}, "

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from .conftest import ACTIVE, reply_state, send_prompt, wait_for_reply, wait_until
+from .conftest import ACTIVE, api_get, reply_state, send_prompt, wait_for_reply, wait_until
 from .test_a11y import axe_violations, blocking
 from .test_manage import thread_with_reply
 
@@ -19,7 +19,7 @@ JSON = {"Accept": "application/json"}
 
 
 def thread_of(page, thread_id: int) -> dict | None:
-    answer = page.request.get(f"/threads/{thread_id}", headers=JSON)
+    answer = api_get(page, f"/threads/{thread_id}", headers=JSON)
     return answer.json()["thread"] if answer.ok else None
 
 

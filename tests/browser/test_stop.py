@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import new_thread, reply_state, send_prompt, wait_live, wait_until
+from .conftest import api_get, new_thread, reply_state, send_prompt, wait_live, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -21,8 +21,8 @@ def words(n: int) -> str:
 
 
 def stored(page, reply: str) -> dict:
-    answer = page.request.get("/messages/" + reply.removeprefix("message-"),
-                              headers={"Accept": "application/json"})
+    answer = api_get(page, "/messages/" + reply.removeprefix("message-"),
+                     headers={"Accept": "application/json"})
     assert answer.status == 200, answer.text()
     return answer.json()
 

@@ -189,7 +189,9 @@ def test_network_cut_mid_reply_resumes_without_gap_or_repeat(new_context, proxy,
 def test_a_follower_that_missed_a_new_turn_gets_it_when_its_websocket_comes_back(
         new_context, proxy, upstream, console):
     # The follower's connections go through the proxy, which drops them for a while.
-    console.allow(r"WebSocket connection to .* failed|net::ERR_|: \[object Event\]$")
+    # A poll the page falls back to while cut off fails as a request: htmx reports it.
+    console.allow(r"WebSocket connection to .* failed|net::ERR_|: \[object Event\]$"
+                  r"|: htmx:(afterRequest|sendError), ")
     context = new_context()
     asker = context.new_page()
     thread = new_thread(asker)

@@ -11,6 +11,7 @@ from bench.fake_upstream import Reply
 
 from .conftest import (
     ACTIVE,
+    api_get,
     new_thread,
     norm,
     reply_state,
@@ -151,8 +152,8 @@ def test_switching_away_from_a_streaming_version_and_back_continues_it_exactly(p
     done = wait_for_reply(page, new, ("complete",), check=exact)
     assert done["text"].split() == LONG.split()
     # Nothing doubled or lost in what was stored either.
-    stored = page.request.get(f"/messages/{new.removeprefix('message-')}",
-                              headers={"Accept": "application/json"}).json()
+    stored = api_get(page, f"/messages/{new.removeprefix('message-')}",
+                     headers={"Accept": "application/json"}).json()
     assert stored["content"] == LONG
 
     # Switching between finished versions: the figure for the report.
