@@ -88,11 +88,12 @@ def test_the_streaming_tab_gets_empty_hidden_containers_and_a_compound_cursor(
     assert f"/messages/{reply}/stream?after=0.3.3" in page
 
 
-def test_stage_is_thinking_until_the_model_writes_and_after_a_tool_step(app, client, token,
-                                                                      thread_id):
+def test_stage_is_connecting_then_thinking_until_the_model_writes_and_after_a_tool_step(
+        app, client, token, thread_id):
     reply = send(client, token, thread_id)["assistant_message"]["id"]
     html = client.get(f"/messages/{reply}", headers={"HX-Request": "true"}).text
-    assert re.search(r'class="message-status[^"]*">thinking</span>', html)  # pending
+    # Pending: no generation has asked the model yet, in this tab or any other.
+    assert re.search(r'class="message-status[^"]*">connecting</span>', html)
     # After a tool step, until the model answers again.
     store(app, reply, status="streaming", reasoning="r", steps=STEPS[:1])
     html = client.get(f"/messages/{reply}", headers={"HX-Request": "true"}).text

@@ -12,7 +12,9 @@ from models.tree import compared_replies, sibling_ids
 from streaming.parts import RUNNING, cursor_of
 
 FOLLOW_MODES = ("auto", "ws", "poll")
-STATUS_LABELS = {"pending": _l("thinking"), "streaming": _l("writing"), "complete": _l("done"),
+# A pending reply has not reached the model yet (no generation has claimed it): every tab says
+# "connecting" until one has, then "thinking" until the first words.
+STATUS_LABELS = {"pending": _l("connecting"), "streaming": _l("writing"), "complete": _l("done"),
                  "error": _l("failed"), "aborted": _l("stopped"),
                  "interrupted": _l("interrupted")}
 
