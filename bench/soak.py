@@ -28,14 +28,12 @@ import json  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import random  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -46,7 +44,7 @@ import gevent  # noqa: E402
 import gevent.pool  # noqa: E402
 import websocket  # noqa: E402
 
-from bench.fake_upstream import FakeUpstream, Reply, interrupt_on_sigterm  # noqa: E402
+from bench.fake_upstream import interrupt_on_sigterm  # noqa: E402
 from bench.follower_bench import _ARTICLE, _BODY, _TAG  # noqa: E402
 from bench.harness import (  # noqa: E402
     CLIENT_CPU,
@@ -73,89 +71,53 @@ DB_WINDOW_SLACK_S = 10.0  # 503s this long after PostgreSQL is back still count 
 RSS_TOLERANCE = 0.10
 # The most connections an idle worker keeps open to each service: the database pool
 # (DB_POOL_SIZE) and the hub's listener; the hub's and the rate limiter's Redis pools; the
-# model client's kept-alive connections (httpx keeps 20).
-POOLS = {"postgres": 5 + 2, "redis": 10, "model": 20}
-PROMPT = re.compile(r"^soak \w+ (s\d+n\d+):")
+# model client's kept-alive connections (the openai SDK's pool keeps up to 100).
+POOLS = {"postgres": 5 + 2, "redis": 10, "model": 100}
 
 
-# -- the fake model: a plan per prompt, a transcript per request --------------------------------
-@dataclass
-class Attempt:
-    """One request to the model for one reply: what Relay had so far, what the model sent."""
-
-    kind: str
-    partial: str  # the reply's text Relay sent back to be continued ("" for a first request)
-    tokens: list[str]
-    body: dict[str, Any]
-
-
-def reply_of(body: dict[str, Any]) -> tuple[str | None, str]:
-    """(the reply's prompt, the partial reply being continued) of a Chat Completions body."""
-    messages = body.get("messages") or []
-    for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        if m.get("role") == "user" and isinstance(m.get("content"), str) and \
-                PROMPT.match(m["content"]):
-            after = messages[i + 1] if i + 1 < len(messages) else None
-            partial = after.get("content") if after and after.get("role") == "assistant" else ""
-            return m["content"], partial or ""
-    return None, ""
-
-
-class SoakModel(FakeUpstream):
-    """The fake model: a first request of a reply is slow, long, failing or cut mid-stream
-    according to its prompt (seeded); a continue is an ordinary reply."""
+# -- the fake model, in its own process (bench/soak_model.py) ---------------------------------
+class RemoteModel:
+    """The soak's fake model as a child process with plain threads, read over HTTP."""
 
     def __init__(self, token_delay_s: float, seed: int) -> None:
-        super().__init__("127.0.0.1", 0)
-        self.token_delay_s = token_delay_s
-        self.seed = seed
-        self.attempts: dict[str, list[Attempt]] = {}
-        self._lock = threading.Lock()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.soak_model", "--token-delay-ms",
+             str(token_delay_s * 1000), "--seed", str(seed)],
+            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        if not line.isdigit():
+            self.process.kill()
+            raise RuntimeError(f"the fake model did not start: {line!r}")
+        self.port = int(line)
+        self.url = f"http://127.0.0.1:{self.port}/v1"
 
-    def next_reply(self, body: dict[str, Any]) -> Reply:
-        prompt, partial = reply_of(body)
-        if prompt is None:
-            return super().next_reply(body)
-        with self._lock:
-            attempts = self.attempts.setdefault(prompt, [])
-            n = len(attempts)
-        tag = PROMPT.match(prompt).group(1) + f"a{n}t"
-        rng = random.Random(f"{self.seed}|{prompt}|{n}")
-        kind = "normal" if n else rng.choices(
-            ["normal", "slow", "long", "fail", "cut"], [55, 10, 10, 12.5, 12.5])[0]
-        count = {"slow": 20, "long": 400}.get(kind, rng.randint(20, 80))
-        tokens = [f"{tag}{i} " for i in range(1, count + 1)]
-        reply = Reply(tokens=tokens, token_delay_s=self.token_delay_s)
-        if kind == "slow":
-            reply.first_token_delay_s, reply.token_delay_s = 3.0, 0.3
-        elif kind == "long":
-            reply.token_delay_s = self.token_delay_s / 3
-        elif kind == "fail":
-            reply.error_after = rng.randint(3, count - 3)
-        elif kind == "cut":
-            reply.drop_after = rng.randint(3, count - 3)
-        with self._lock:
-            attempts.append(Attempt(kind, partial, tokens, body))
-        return reply
+    def _get(self, path: str) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT_S)
+        try:
+            conn.request("GET", path)
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
 
     def transcript(self) -> dict[str, list[dict[str, Any]]]:
-        """Per prompt, each request in order: its kind, the partial it continued, the text
-        the model sent (tokens written before it ended, failed or was cut) and how it ended."""
-        with self._changed:
-            records = {id(r.body): r for r in self.requests}
-        with self._lock:
-            items = {p: list(a) for p, a in self.attempts.items()}
-        out: dict[str, list[dict[str, Any]]] = {}
-        for prompt, attempts in items.items():
-            for a in attempts:
-                record = records.get(id(a.body))
-                sent = record.tokens_sent if record else 0
-                out.setdefault(prompt, []).append({
-                    "kind": a.kind, "partial": a.partial, "sent": "".join(a.tokens[:sent]),
-                    "all_sent": record is not None and record.outcome == "complete",
-                    "outcome": record.outcome if record else None})
-        return out
+        return self._get("/_soak/transcript")
+
+    @property
+    def active_streams(self) -> int:
+        return self._get("/_soak/streams")["active"]
+
+    @property
+    def max_active_streams(self) -> int:
+        return self._get("/_soak/streams")["max"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 # -- private PostgreSQL ------------------------------------------------------------------------
@@ -336,11 +298,12 @@ class Soak:
         self.loading = True  # slots post new prompts
         self.following = True  # followers keep following
         self.rss: dict[int, list[tuple[float, int]]] = {}
-        self.model: SoakModel | None = None
+        self.model: RemoteModel | None = None
         self.pg: PrivatePostgres | None = None
         self.redis: RedisServer | None = None
         self.server: RelayServer | None = None
         self.capture: subprocess.Popen | None = None
+        self.capture_port: int | None = None  # Relay's way to the model, when recorded
         self.t0 = time.monotonic()
 
     # -- servers ---------------------------------------------------------------------------
@@ -349,7 +312,7 @@ class Soak:
         pinned = pin_clients()
         print(f"work dir {self.workdir}; clients and fake model pinned to CPU {CLIENT_CPU}: "
               f"{pinned}", flush=True)
-        self.model = SoakModel(self.args.token_delay_ms / 1000, self.args.seed).start()
+        self.model = RemoteModel(self.args.token_delay_ms / 1000, self.args.seed)
         self.pg = PrivatePostgres(self.workdir, self.args.max_connections).init()
         self.redis = RedisServer(self.workdir)
         self.redis_start_pinned()
@@ -357,6 +320,7 @@ class Soak:
         if self.args.capture:
             # Relay talks to the model through a recording proxy: the bytes on the wire.
             port = free_port()
+            self.capture_port = port
             self.capture = subprocess.Popen(
                 [sys.executable, "-m", "bench.tcp_capture", "--listen", str(port),
                  "--to", f"127.0.0.1:{self.model.port}", "--dir", self.args.capture],
@@ -431,6 +395,8 @@ class Soak:
         assert self.pg and self.redis and self.model and self.server
         names = {self.pg.port: "postgres", self.redis.port: "redis",
                  self.model.port: "model", self.server.port: "listening/clients"}
+        if self.capture_port is not None:
+            names[self.capture_port] = "model"
         inodes = set()
         with contextlib.suppress(OSError):
             for fd in os.listdir(f"/proc/{pid}/fd"):

@@ -7,7 +7,6 @@ skip and when it is a failure.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import pwd
 import re
@@ -49,7 +48,9 @@ def _die_with_parent() -> None:
     Without it a test run cut short (a timeout, a kill) leaves its servers running.
     """
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The program's own symbols, libc's among them: no library search, which would run
+        # a subprocess (ldconfig) here, between fork and exec, where that can hang.
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG (Linux)
     except (OSError, AttributeError, TypeError):
         pass  # not Linux: the fixtures' teardown stops them as usual
