@@ -904,6 +904,7 @@ def check(soak: Soak, readings: dict[str, Any]) -> dict[str, Any]:
             "no_answer": {w: n for (w, st), n in soak.statuses.counts.items() if st == 0},
             "statuses": {f"{w} {s}": n for (w, s), n in sorted(soak.statuses.counts.items())},
             "rss": rss_lives, "idle_before": base, "idle_after": after,
+            "rss_samples": {str(pid): samples for pid, samples in soak.rss.items()},
             "log_findings": len(findings), "log_sample": noteworthy[:25],
             "model_peak_streams": soak.model.max_active_streams,
             "replies_per_s": round(len(soak.replies) / soak.args.duration, 2),
