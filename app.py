@@ -55,9 +55,10 @@ def create_app(config_class: type[Config] = Config, overrides: dict | None = Non
     _check_public_url(app.config.get("PUBLIC_URL"))
     if app.config["LOG_FORMAT"] not in ("text", "json"):
         raise ValueError(f"LOG_FORMAT must be text or json, not {app.config['LOG_FORMAT']!r}")
-    from views.metrics import parse_allow
+    from views.identity import address_networks
 
-    app.extensions["relay_metrics_allow"] = parse_allow(app.config["METRICS_ALLOW"] or "")
+    app.extensions["relay_metrics_allow"] = address_networks(
+        "METRICS_ALLOW", app.config["METRICS_ALLOW"] or "")
     app.extensions["relay_metrics"] = metrics = make_metrics(app.config)
     if app.config.get("TRUSTED_PROXIES"):
         hops = app.config["TRUSTED_PROXIES"]

@@ -38,8 +38,8 @@ def check_auth_config(app: Flask) -> None:
         raise ValueError(f"AUTH_MODE must be anonymous, accounts or header, not {mode!r}")
     if app.config["SIGNUP"] not in SIGNUP_MODES:
         raise ValueError(f"SIGNUP must be open, invite or off, not {app.config['SIGNUP']!r}")
-    app.extensions["relay_proxy_networks"] = proxy_networks(
-        app.config.get("AUTH_PROXY_ADDRESSES") or "")
+    app.extensions["relay_proxy_networks"] = address_networks(
+        "AUTH_PROXY_ADDRESSES", app.config.get("AUTH_PROXY_ADDRESSES") or "")
     if mode == "header" and not app.extensions["relay_proxy_networks"]:
         raise ValueError("AUTH_MODE=header needs AUTH_PROXY_ADDRESSES: the addresses of the "
                          "proxy whose user header is believed")
@@ -47,15 +47,16 @@ def check_auth_config(app: Flask) -> None:
         raise ValueError("AUTH_MODE=header needs AUTH_HEADER, e.g. X-Forwarded-User")
 
 
-def proxy_networks(raw: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """AUTH_PROXY_ADDRESSES: IPs and CIDRs, separated by commas or spaces."""
+def address_networks(setting: str, raw: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A setting that lists IP addresses and networks (CIDR), separated by commas or spaces;
+    a bad entry is a ValueError naming the setting (it stops the start)."""
     networks = []
     for item in raw.replace(",", " ").split():
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"AUTH_PROXY_ADDRESSES: {item!r} is not an IP address or "
-                             "network (e.g. 127.0.0.1, 10.0.0.0/8, ::1)") from None
+            raise ValueError(f"{setting}: {item!r} is not an IP address or network "
+                             "(e.g. 127.0.0.1, 10.0.0.0/8, ::1)") from None
     return networks
 
 
@@ -70,15 +71,20 @@ def peer_address() -> str:
     return original.get("REMOTE_ADDR") or request.environ.get("REMOTE_ADDR") or ""
 
 
-def peer_is_proxy() -> bool:
+def address_in(address: str, networks) -> bool:
+    """Whether `address` (as a peer gives it: an IPv6 zone, an IPv4-mapped form) is in one
+    of `networks`; an address that does not parse is in none."""
     try:
-        address = ipaddress.ip_address(peer_address().split("%", 1)[0])
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network
-               for network in current_app.extensions["relay_proxy_networks"])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
+
+
+def peer_is_proxy() -> bool:
+    return address_in(peer_address(), current_app.extensions["relay_proxy_networks"])
 
 
 def identify() -> None:

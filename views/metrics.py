@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from flask import Blueprint, Response, current_app, request
 
+from .identity import address_in
 from .limits import limiter
 
 bp = Blueprint("metrics", __name__)
-
-
-def parse_allow(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """METRICS_ALLOW: addresses and networks, comma separated; a bad entry stops the start."""
-    networks = []
-    for entry in (part.strip() for part in value.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"METRICS_ALLOW: {entry!r} is not an IP address or network "
-                             "(e.g. 10.0.0.0/8)") from None
-    return networks
 
 
 @bp.get("/metrics")
@@ -55,10 +41,4 @@ def _token_matches() -> bool:
 def _address_allowed() -> bool:
     # Behind a proxy this is the client's address only with TRUSTED_PROXIES set (ProxyFix);
     # otherwise it is the proxy's own.
-    try:
-        address = ipaddress.ip_address(request.remote_addr or "")
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in current_app.extensions["relay_metrics_allow"])
+    return address_in(request.remote_addr or "", current_app.extensions["relay_metrics_allow"])
