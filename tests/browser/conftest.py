@@ -172,8 +172,13 @@ def norm(text: str) -> str:
 
 
 def wait_until(predicate: Callable, timeout: float = 20.0, interval: float = 0.05,
-               what: str = "the condition"):
-    """Poll `predicate` until it returns something truthy; fail with `what` at the deadline."""
+               what: str = "the condition", page=None):
+    """Poll `predicate` until it returns something truthy; fail with `what` at the deadline.
+
+    Playwright runs a page's event listeners (`page.on(...)`) only while this thread is in
+    one of its calls: a predicate that reads what a listener collects passes `page`, and the
+    wait between polls goes through it.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -181,7 +186,10 @@ def wait_until(predicate: Callable, timeout: float = 20.0, interval: float = 0.0
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+        if page is not None:
+            page.wait_for_timeout(interval * 1000)
+        else:
+            time.sleep(interval)
 
 
 REPLY_STATE_JS = """(id) => {

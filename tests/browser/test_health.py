@@ -34,5 +34,6 @@ def test_an_unreachable_model_is_shown_before_sending_and_checked_again_on_failu
 
     reply = send_prompt(page, "Anyone there?")
     wait_for_reply(page, reply, ("error",), timeout=40)
-    wait_until(lambda: len(checks) > seen, what="a new health check after the failure")
+    wait_until(lambda: len(checks) > seen, what="a new health check after the failure",
+               page=page)
     assert health.get_attribute("data-state") == "down"

@@ -111,7 +111,7 @@ def test_delete_asks_first_then_the_thread_is_gone_everywhere(context, model):
     page.on("dialog", on_dialog)
 
     page.locator('button[data-action="delete"]').click()  # dismissed: nothing happens
-    wait_until(lambda: answers, what="the confirmation")
+    wait_until(lambda: answers, what="the confirmation", page=page)
     assert "cannot be undone" in answers[0]
     page.wait_for_timeout(300)
     assert page.url.endswith(path)

@@ -173,7 +173,7 @@ def test_select_several_then_delete_asks_first(page, model):
     page.locator('button[data-action="select-mode"]').click()
     page.locator(f"#thread-item-{a} input.thread-select").check()
     page.locator('button[data-action="bulk-delete"]').click()
-    wait_until(lambda: answers, what="the confirmation")
+    wait_until(lambda: answers, what="the confirmation", page=page)
     assert "Delete 1 thread" in answers[0]
     assert thread_of(page, a) is not None
     page.locator('button[data-action="bulk-delete"]').click()
