@@ -27,9 +27,15 @@ class ClaimedReply(NamedTuple):
     claim: int  # this claim's number: the generation writes only while it is the latest
 
 
-def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
-    """Move a pending message to streaming and commit; the claimed message for exactly one
-    caller however many race, None for the others.
+def claim_reply(session: Session, message_id: int, *, commit: bool = True) -> ClaimedReply | None:
+    """Move a pending message to streaming; the claimed message for exactly one caller
+    however many race, None for the others.
+
+    With `commit=False` the claim stays in the session's transaction: what the caller reads
+    next (the history) goes in the same transaction on the same connection, and a failure
+    before the caller commits rolls the claim back, leaving the reply pending for a retry.
+    A claim committed first would leave a reply `streaming` with no generation when the
+    read after it fails (a pool timeout under load), until the sweeper gives it up.
 
     One statement where the database can return the row it changed (SQLite 3.35+,
     PostgreSQL): a claim is on every reply's way to its first token.
@@ -38,12 +44,11 @@ def claim_reply(session: Session, message_id: int) -> ClaimedReply | None:
     params = {"claimed": message_id, "now": utcnow()}
     if session.get_bind().dialect.update_returning:
         row = session.execute(claim.returning(*columns), params).one_or_none()
-        session.commit()
     else:
         won = session.execute(claim, params).rowcount == 1
-        session.commit()
         row = session.execute(select(*columns).where(Message.__table__.c.id == message_id)
                               ).one_or_none() if won else None
+    if commit:
         session.commit()
     return None if row is None else ClaimedReply(*row)
 

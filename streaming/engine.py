@@ -133,9 +133,13 @@ class ReplyEngine:
 
     def claim_and_start(self, message_id: int) -> Generation | None:
         """Claim a pending reply and generate it here; None when someone else has it."""
+        # One transaction on one connection: the claim, then what the model is asked. If any
+        # of it fails (the pool or the database away), nothing is claimed and the reply
+        # waits, pending, for the retry; once committed, nothing here reads the database.
         with self.session() as session:
-            message = claim_reply(session, message_id)
+            message = claim_reply(session, message_id, commit=False)
             if message is None:
+                session.rollback()
                 return None
             choice, provider = self.models.provider_for(message.model)
             if message.model is not None and choice.id != message.model:
@@ -144,14 +148,14 @@ class ReplyEngine:
                          message.model, choice.id)
                 session.execute(update(Message).where(Message.id == message_id)
                                 .values(model=choice.id))
-                session.commit()
             history = build_history(session, message,
                                     system_prompt=self.app.config["SYSTEM_PROMPT"],
                                     limit=self.app.config["HISTORY_MESSAGES"],
                                     attachments=True, vision=choice.vision)
-            if message.content:  # a continued reply: the model picks up where it stopped
-                history += continuation(message.content)
-            return self._start(message, history, provider)
+            session.commit()
+        if message.content:  # a continued reply: the model picks up where it stopped
+            history += continuation(message.content)
+        return self._start(message, history, provider)
 
     def _start(self, message: ClaimedReply, history: list[dict[str, str]],
                provider: Provider) -> Generation:

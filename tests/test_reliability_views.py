@@ -622,6 +622,51 @@ def test_a_reply_whose_start_finds_the_database_saturated_keeps_its_turn(app, mo
     assert attempts == [42, 42, 42, 43] and not relay.admission.waiting
 
 
+def test_a_start_that_fails_after_its_claim_leaves_the_reply_pending_and_asks_once(
+        app, thread_id, monkeypatch):
+    # Under load the history read after the claim can time out waiting for the pool. A claim
+    # committed before it left the reply `streaming` with no generation anywhere: the tab
+    # saw nothing until the sweeper gave it up. Now the claim is rolled back with it.
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    import streaming.engine as engine_module
+
+    relay = app.extensions["relay"]
+    reply_id = add_reply(app, thread_id, PENDING, content="", error=None)
+    reading = engine_module.build_history
+    failures = []
+
+    def history_times_out_once(*args, **kwargs):
+        if not failures:
+            failures.append(True)
+            raise PoolTimeout("QueuePool limit of size 5 overflow 5 reached")
+        return reading(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "build_history", history_times_out_once)
+    asked = []
+    provider_stream = relay.provider.stream
+
+    def counted(history, **kwargs):
+        asked.append(history[-1]["content"])
+        return provider_stream(history, **kwargs)
+
+    monkeypatch.setattr(relay.provider, "stream", counted)
+
+    assert relay.claim_or_queue(reply_id) is None  # it failed, and waits its turn
+    assert failures == [True]
+    assert stored(app, reply_id).status == PENDING  # not claimed by a start that failed
+    assert stored(app, reply_id).claim == 0
+    assert list(relay.admission.waiting) == [reply_id]
+
+    relay._admit_waiting()  # the event-loop tick's retry
+    generation = relay.local(reply_id)
+    assert generation is not None and generation.claim == 1
+    assert generation.finalized.wait(10)
+    assert stored(app, reply_id).status == COMPLETE
+    assert stored(app, reply_id).content == demo_reply(PROMPT)
+    assert asked == [PROMPT]  # the model was asked once
+
+
 def test_a_connection_lost_before_the_request_ends_does_not_fail_the_answer(app, client,
                                                                             monkeypatch):
     # A database restart between a request's query and its end: the rollback that ends its
