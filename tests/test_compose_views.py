@@ -40,6 +40,41 @@ def test_a_second_prompt_while_a_reply_is_pending_is_a_409_that_stores_nothing(a
     assert count(app, Message) == 2
 
 
+@pytest.mark.parametrize("second", ["prompt", "regenerate", "edit"])
+def test_two_requests_at_once_give_one_reply_and_a_409(app, client, token, thread_id,
+                                                       monkeypatch, second):
+    # A client that retries a prompt whose first try is still being served (a timeout under
+    # load) sends the two at once: both looked before either wrote, and both replies ran,
+    # side by side, each asking the model. The one that loses the race now looks again.
+    import views.messages
+
+    first = send(client, token, thread_id, "First")
+    finish(client, first)
+    paths = {"prompt": (f"/threads/{thread_id}/messages", {"content": "Again"}),
+             "regenerate": (f"/messages/{first['assistant_message']['id']}/regenerate", {}),
+             "edit": (f"/messages/{first['user_message']['id']}/edit", {"content": "Again"})}
+    path, body = paths[second]
+    adding = views.messages.add_turn
+    answers = []
+    raced = []
+
+    def the_other_request_first(*args, **kwargs):
+        if not raced:  # the other request looks, writes and answers between our look and write
+            raced.append(True)
+            answers.append(client.post(path, json=body, headers={"X-CSRF-Token": token, **JSON}))
+        return adding(*args, **kwargs)
+
+    monkeypatch.setattr(views.messages, "add_turn", the_other_request_first)
+    answer = client.post(path, json=body, headers={"X-CSRF-Token": token, **JSON})
+    assert answers[0].status_code == 201, answers[0].text
+    assert answer.status_code == 409, answer.text
+    assert answer.json["message"].startswith("A reply is still being written in this thread")
+    with app.app_context():
+        replies = Message.query.filter_by(thread_id=thread_id, role="assistant").all()
+    assert len(replies) == 2  # the first turn's and the one request's that won
+    assert sorted(r.status for r in replies) == ["complete", "pending"]
+
+
 def test_the_409_reaches_htmx_as_a_human_sentence_without_http_jargon(client, token,
                                                                       thread_id):
     send(client, token, thread_id, "First")

@@ -11,9 +11,7 @@ from .access import current_owner
 from .api import model_arg
 from .limits import limiter, posting_limit
 from .messages import (
-    STILL_WRITING,
     TOO_FAST,
-    active_reply_id,
     flag_from_request,
     model_from_request,
     prompt_from_request,
@@ -90,9 +88,7 @@ def thread_broadcast():
             continue
         try:
             model = model_from_request(thread)
-            if not parallel and active_reply_id(thread) is not None:
-                abort(409, description=STILL_WRITING)
-            user, reply = start_turn(thread, prompt, model)
+            user, reply = start_turn(thread, prompt, model, parallel=parallel)
         except HTTPException as refused:  # this thread only: the others still get it
             db.session.rollback()
             failed.append({"thread_id": thread_id, "error": refused.description})

@@ -159,20 +159,33 @@ def active_reply_id(thread: Thread) -> int | None:
         .order_by(Message.id.desc()).limit(1))
 
 
-def start_turn(thread: Thread, prompt: str, model: str,
+_END = object()  # start_turn: at the end of the thread's active path
+
+
+def start_turn(thread: Thread, prompt: str | None, model: str | None = None,
                compare_with: Sequence[str] = (),
-               attachments: Sequence[int] = ()) -> tuple[Message, Message]:
+               attachments: Sequence[int] = (), *,
+               parallel: bool = False, under=_END) -> tuple[Message | None, Message]:
     """Store the prompt and its pending reply (by `model`) at the end of the thread's active
-    path; a tab (or this worker) will start the reply. `compare_with`, `attachments`: see
-    add_turn."""
+    path, or `under` a message of its tree (a new version: edit, regenerate); a tab (or
+    this worker) will start the reply. `prompt` None: a reply only. `compare_with`,
+    `attachments`: see add_turn.
+
+    Unless `parallel`, a 409 while a reply of the thread is pending or streaming: looked at
+    again after losing a race, so two prompts sent at once (a retried request beside its
+    first try) give one reply and a 409, not two replies side by side.
+    """
     for _ in range(LEAF_RACE_RETRIES):
+        if not parallel and active_reply_id(thread) is not None:
+            db.session.rollback()  # a refused prompt changes nothing, its model choice included
+            abort(409, description=STILL_WRITING)
         adopt_linear_thread(db.session, thread)
         leaf = thread.active_leaf_id
-        turn = add_turn(thread, leaf, prompt, model=model, follows=leaf,
-                        compare_with=compare_with, attachments=attachments)
+        turn = add_turn(thread, leaf if under is _END else under, prompt, model=model,
+                        follows=leaf, compare_with=compare_with, attachments=attachments)
         if turn is not None:
-            return turn  # type: ignore[return-value]  (a prompt was given: a user message)
-        db.session.refresh(thread)  # another prompt moved the path's end: follow it
+            return turn
+        db.session.refresh(thread)  # another prompt moved the path's end: look again
     abort(409, description=N_("The thread changed while your message was sent; send it again."))
 
 
@@ -271,11 +284,8 @@ def message_create(thread_id: int):
     except HTTPException:
         db.session.rollback()  # nothing of a refused prompt is kept, its model choice included
         raise
-    if not flag_from_request("parallel") and active_reply_id(thread) is not None:
-        db.session.rollback()  # a refused prompt changes nothing, its model choice included
-        abort(409, description=STILL_WRITING)
     user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:],
-                             attachments=files)
+                             attachments=files, parallel=flag_from_request("parallel"))
     if wants_json():
         body = turn_json(user, reply)
         if len(models) > 1:

@@ -26,13 +26,11 @@ from .access import owned_message
 from .fragments import FOLLOW_MODES, live_mode
 from .limits import limiter, posting_limit
 from .messages import (
-    STILL_WRITING,
     TOO_FAST,
-    active_reply_id,
-    add_turn,
     attachments_from_request,
     flag_from_request,
     prompt_from_request,
+    start_turn,
     turn_json,
 )
 from .pages import engine, message_page, message_texts, versions_of
@@ -52,12 +50,6 @@ def owned_version(message_id: int) -> Message:
     return message
 
 
-def one_reply_at_a_time(thread: Thread) -> None:
-    """A thread writes one reply at a time, unless the request asks for `parallel=true`."""
-    if not flag_from_request("parallel") and active_reply_id(thread) is not None:
-        abort(409, description=STILL_WRITING)
-
-
 @bp.post("/messages/<id:message_id>/regenerate")
 @limiter.limit(posting_limit, error_message=TOO_FAST)
 def message_regenerate(message_id: int):
@@ -73,8 +65,9 @@ def message_regenerate(message_id: int):
         abort(409, description="This reply answers no prompt: there is nothing to write it "
                                "from again.")
     thread = g.thread
-    one_reply_at_a_time(thread)
-    _, reply = add_turn(thread, message.parent_id, None)
+    # A thread writes one reply at a time, unless the request asks for `parallel=true`.
+    _, reply = start_turn(thread, None, under=message.parent_id,
+                          parallel=flag_from_request("parallel"))
     if wants_json():
         return jsonify(message=reply.to_json(),
                        stream_url=url_for("stream.message_stream", message_id=reply.id)), 201
@@ -98,8 +91,8 @@ def message_edit(message_id: int):
     files = attachments_from_request(prompt, [engine().models.provider_for(thread.model)[0].id]) \
         if attachment_ids_from_request() is not None else \
         [u.id for u in message_uploads(db.session, [message.id]).get(message.id, [])]
-    one_reply_at_a_time(thread)
-    user, reply = add_turn(thread, message.parent_id, prompt, attachments=files)
+    user, reply = start_turn(thread, prompt, under=message.parent_id, attachments=files,
+                             parallel=flag_from_request("parallel"))
     if wants_json():
         return jsonify(turn_json(user, reply)), 201
     return path_answer(thread)
