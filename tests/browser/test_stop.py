@@ -52,11 +52,26 @@ def click_stop_when(page, reply: str, shown_words: int) -> bool:
             else None
     if wait_until(ready, 30, what=f"{shown_words} words of {reply}") == "ended":
         return False
-    box = page.evaluate(STOP_BOX_JS, reply)
-    if box is None:  # swapped for the ended reply meanwhile
-        return False
-    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    return True
+    for _ in range(5):
+        box = page.evaluate(STOP_BOX_JS, reply)
+        if box is None:  # swapped for the ended reply meanwhile
+            return False
+        clicks = page.evaluate("(window.__clickLog || []).length")
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        # Stop sits below the growing text: a line added between finding the button and
+        # the click moves it from under the pointer, and a person clicks again. What this
+        # guards is that a click that reached the button is never lost.
+        pressed = page.evaluate(PRESSED_JS, clicks)
+        if pressed is None or pressed.startswith("button[cancel]"):
+            return True
+    raise AssertionError(f"five clicks missed {reply}'s Stop\n{click_log(page)}")
+
+
+# What the pointer went down on, of the clicks logged after the first `n` entries.
+PRESSED_JS = """(n) => {
+  const down = (window.__clickLog || []).slice(n).find((entry) => entry[1] === "pointerdown");
+  return down ? down[2] : null;
+}"""
 
 
 DEVICES = {
