@@ -107,3 +107,37 @@ def test_share_links_are_built_on_public_url_never_on_the_requests_host(app, cli
     created = client.post(f"/threads/{thread_id}/share", headers={"X-CSRF-Token": token, **JSON})
     assert created.json["share_url"].startswith("https://relay.example.com/s/")
     assert "localhost" not in created.json["share_url"]  # the test client's Host
+
+
+def test_a_websocket_frame_is_written_whole_to_a_client_that_reads_slowly():
+    # simple-websocket writes a frame with one socket.send, which may write only part of it
+    # when the client's buffer is nearly full: the rest was lost and the stream was garbage.
+    import socket
+
+    import gevent
+    from gevent import socket as gsocket
+
+    from views.sockets import WholeSends
+
+    frame = bytes(range(256)) * 4096  # 1 MiB: more than both kernel buffers hold
+    for wrapped in (False, True):
+        server, client = gsocket.socketpair()
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        received = bytearray()
+
+        def read_slowly(client=client, received=received):
+            gevent.sleep(0.05)  # the writer finds the buffers full first
+            while chunk := client.recv(65536):
+                received.extend(chunk)
+
+        reader = gevent.spawn(read_slowly)
+        sock = WholeSends(server) if wrapped else server
+        written = sock.send(frame)
+        server.close()
+        reader.join(10)
+        client.close()
+        if wrapped:
+            assert written == len(frame) and bytes(received) == frame
+        else:  # what the library did before: a part, and the caller never knew
+            assert written == len(received) < len(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 
 from flask import Blueprint, Response, abort, current_app, g, render_template, request
 from flask_sock import Sock
@@ -37,6 +38,39 @@ def _check_access() -> None:
         abort(404)
     check_upgrade(request.headers)
     readable_thread(thread_id)
+    for key in SERVER_SOCKETS:  # the socket the websocket library will take (below)
+        if key in request.environ and not isinstance(request.environ[key], WholeSends):
+            request.environ[key] = WholeSends(request.environ[key])
+
+
+SERVER_SOCKETS = ("gunicorn.socket", "werkzeug.socket")
+
+
+class WholeSends:
+    """The client's socket as the websocket library gets it, with a `send` that writes all
+    it is given, one writer at a time.
+
+    simple-websocket (1.1.0) writes each frame with one `socket.send`, which may write only
+    part of it when the client's buffer is nearly full (a slow reader, a large frame):
+    the rest was dropped, and every frame after it was read as garbage ("rsv is not
+    implemented", seen by 224 websocket followers in one soak). Its own pongs and close
+    frames, sent from its reader, go through the same lock, so frames never interleave.
+    """
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+        self._sending = threading.Lock()  # gevent's under the gevent worker (patched)
+
+    def send(self, data, flags: int = 0) -> int:
+        with self._sending:
+            self._sock.sendall(data, flags)
+        return len(data)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        self.send(data, flags)
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 WEBSOCKET_VERSION = "13"
