@@ -295,7 +295,7 @@ class Soak:
         self.slot_client: dict[int, RelayClient] = {}
         self.faults: list[dict[str, Any]] = []
         self.db_windows: list[tuple[float, float]] = []
-        self.lost_answers = 0  # prompts that landed though their POST's answer was lost
+        self.replayed = 0  # prompts sent again that Relay had stored the first time
         self.loading = True  # slots post new prompts
         self.following = True  # followers keep following
         self.rss: dict[int, list[tuple[float, int]]] = {}
@@ -445,19 +445,17 @@ class Soak:
 
     def send_prompt(self, client: RelayClient, thread_id: int,
                     prompt: str) -> dict[str, Any] | None:
-        """Post a prompt as a careful client does: a POST is not repeated blindly. When its
-        answer is lost (a cut connection, a timeout), the request may still have been served:
-        the thread is looked at, and a prompt that landed is taken as sent. None: refused
-        (a 409 waits a second first, so a busy thread is not asked in a loop)."""
+        """Post a prompt as a careful API client does: with an Idempotency-Key, so that
+        trying again after a lost answer (a cut connection, no answer in 30 s: the first
+        try may still be served, late) stores the prompt once. None: refused (a 409 waits a
+        second first, so a busy thread is not asked in a loop)."""
         path = f"/threads/{thread_id}/messages"
+        key = {"Idempotency-Key": prompt.split(":")[0].replace(" ", "-")}
         for _ in range(60):
             try:
-                answer = client.post_json(path, {"content": prompt})
+                answer = client.post_json(path, {"content": prompt}, **key)
             except (OSError, http.client.HTTPException):
                 self.statuses.note("POST message", 0)
-                landed = self.landed(client, thread_id, prompt)
-                if landed is not None:
-                    return landed
                 gevent.sleep(1)
                 continue
             self.statuses.note("POST message", answer.status)
@@ -465,31 +463,10 @@ class Soak:
                 gevent.sleep(1)
                 continue
             if answer.status == 201:
+                if answer.headers.get("Idempotent-Replayed") == "true":
+                    self.replayed += 1
                 return answer.json()
             gevent.sleep(1)
-            return None
-        return None
-
-    def landed(self, client: RelayClient, thread_id: int, prompt: str) -> dict[str, Any] | None:
-        """The prompt's reply if the thread holds the prompt (as POST's answer has it)."""
-        for _ in range(60):
-            try:
-                answer = client.get_json(f"/threads/{thread_id}")
-            except (OSError, http.client.HTTPException):
-                self.statuses.note("GET thread", 0)
-                gevent.sleep(1)
-                continue
-            self.statuses.note("GET thread", answer.status)
-            if answer.status != 200:
-                gevent.sleep(1)
-                continue
-            messages = answer.json()["messages"]
-            users = {m["id"] for m in messages if m["role"] == "user" and m["content"] == prompt}
-            for m in messages:
-                if m["role"] == "assistant" and m["parent_id"] in users:
-                    self.lost_answers += 1
-                    return {"assistant_message": m,
-                            "stream_url": f"/messages/{m['id']}/stream"}
             return None
         return None
 
@@ -956,7 +933,7 @@ def check(soak: Soak, readings: dict[str, Any]) -> dict[str, Any]:
             "rss_samples": {str(pid): samples for pid, samples in soak.rss.items()},
             "log_findings": len(findings), "log_sample": noteworthy[:25],
             "model_peak_streams": soak.model.max_active_streams,
-            "prompts_found_after_a_lost_answer": soak.lost_answers,
+            "prompts_sent_again_and_found_stored": soak.replayed,
             "replies_per_s": round(len(soak.replies) / soak.args.duration, 2),
             "problem_replies": details}
 
@@ -965,7 +942,7 @@ def render(result: dict[str, Any]) -> None:
     print("\n== soak results ==")
     for key in ("replies", "replies_per_s", "model_peak_streams", "outcomes",
                 "first_request_kinds", "continued", "model_requests", "model_chars_sent",
-                "prompts_found_after_a_lost_answer", "followers", "server_errors",
+                "prompts_sent_again_and_found_stored", "followers", "server_errors",
                 "no_answer", "faults"):
         print(f"{key}: {json.dumps(result[key], default=str)}")
     print("RSS per worker life after warm-up:")

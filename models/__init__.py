@@ -104,7 +104,10 @@ class Message(db.Model):
     __table_args__ = (Index("ix_messages_thread_id_id", "thread_id", "id"),
                       Index("ix_messages_status_heartbeat", "status", "heartbeat_at"),
                       # The database watcher finds what other workers changed by it.
-                      Index("ix_messages_updated_at", "updated_at"))
+                      Index("ix_messages_updated_at", "updated_at"),
+                      # A prompt sent with an Idempotency-Key is stored once per thread.
+                      Index("uq_messages_thread_request_key", "thread_id", "request_key",
+                            unique=True))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
@@ -115,6 +118,9 @@ class Message(db.Model):
         index=True)
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text, default="")
+    # A prompt's Idempotency-Key, if its request had one: a retry of the same request finds
+    # the prompt stored the first time instead of storing it again.
+    request_key: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default=COMPLETE)
     error: Mapped[str | None] = mapped_column(String(500))
     model: Mapped[str | None] = mapped_column(String(200))

@@ -315,3 +315,73 @@ def test_health_is_probed_at_most_once_per_ttl():
     status = health.status()
     assert provider.calls == 2 and status == {"ok": False, "message": "down",
                                               "provider": "openai", "model": "m", "label": "M"}
+
+
+# -- Idempotency-Key: a prompt sent twice is stored once ---------------------------------------
+def keyed(client, token, thread_id, content, key):
+    return client.post(f"/threads/{thread_id}/messages", json={"content": content},
+                       headers={"X-CSRF-Token": token, "Idempotency-Key": key, **JSON})
+
+
+def test_a_prompt_sent_again_with_its_key_is_stored_once_and_answered_as_the_first_time(
+        app, client, token, thread_id):
+    first = keyed(client, token, thread_id, "Once", "3f1c9a2e-key")
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    # Sent again while its reply is pending: the same turn, not a 409 and not a second prompt.
+    again = keyed(client, token, thread_id, "Once", "3f1c9a2e-key")
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    for part in ("user_message", "assistant_message"):
+        assert again.json[part]["id"] == first.json[part]["id"]
+    assert again.json["stream_url"] == first.json["stream_url"]
+    finish(client, first.json)
+    # ...and after its reply ended (a request the server got to late): still that turn.
+    late = keyed(client, token, thread_id, "Once", "3f1c9a2e-key")
+    assert late.json["assistant_message"]["id"] == first.json["assistant_message"]["id"]
+    assert late.json["assistant_message"]["status"] == "complete"
+    assert late.json["assistant_message"]["content"]
+    assert count(app, Message) == 2
+    # Another key is another prompt.
+    other = keyed(client, token, thread_id, "Once", "another-key")
+    assert other.status_code == 201 and "Idempotent-Replayed" not in other.headers
+    assert count(app, Message) == 4
+
+
+def test_a_key_belongs_to_its_thread(app, client, token, thread_id):
+    keyed(client, token, thread_id, "Here", "same-key")
+    elsewhere = new_thread(client, token)
+    answer = keyed(client, token, elsewhere, "There", "same-key")
+    assert answer.status_code == 201 and "Idempotent-Replayed" not in answer.headers
+    assert answer.json["user_message"]["content"] == "There"
+
+
+def test_the_same_key_twice_at_once_stores_the_prompt_once(app, client, token, thread_id,
+                                                          monkeypatch):
+    import views.messages
+
+    adding = views.messages.add_turn
+    answers, raced = [], []
+
+    def the_other_request_first(*args, **kwargs):
+        if not raced:  # both looked for the key before either stored the prompt
+            raced.append(True)
+            answers.append(keyed(client, token, thread_id, "Twice", "k-at-once"))
+        return adding(*args, **kwargs)
+
+    monkeypatch.setattr(views.messages, "add_turn", the_other_request_first)
+    answer = keyed(client, token, thread_id, "Twice", "k-at-once")
+    assert answers[0].status_code == 201 and "Idempotent-Replayed" not in answers[0].headers
+    assert answer.status_code == 201, answer.text
+    assert answer.headers["Idempotent-Replayed"] == "true"
+    assert answer.json["user_message"]["id"] == answers[0].json["user_message"]["id"]
+    assert count(app, Message) == 2
+
+
+@pytest.mark.parametrize("key", ["", "x" * 65, "with space", "caf\u00e9"])
+def test_a_malformed_key_is_a_400_that_stores_nothing(app, client, token, thread_id, key):
+    answer = client.post(f"/threads/{thread_id}/messages", json={"content": "Hi"},
+                         headers={"X-CSRF-Token": token, "Idempotency-Key":
+                                  key.encode().decode("latin-1"), **JSON})
+    assert answer.status_code == 400
+    assert "Idempotency-Key" in answer.json["message"]
+    assert count(app, Message) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from flask import (
@@ -15,6 +16,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
@@ -165,11 +167,13 @@ _END = object()  # start_turn: at the end of the thread's active path
 def start_turn(thread: Thread, prompt: str | None, model: str | None = None,
                compare_with: Sequence[str] = (),
                attachments: Sequence[int] = (), *,
-               parallel: bool = False, under=_END) -> tuple[Message | None, Message]:
+               parallel: bool = False, under=_END,
+               request_key: str | None = None) -> tuple[Message | None, Message]:
     """Store the prompt and its pending reply (by `model`) at the end of the thread's active
     path, or `under` a message of its tree (a new version: edit, regenerate); a tab (or
     this worker) will start the reply. `prompt` None: a reply only. `compare_with`,
-    `attachments`: see add_turn.
+    `attachments`: see add_turn. `request_key`: the request's Idempotency-Key, kept with
+    the prompt (a second prompt with the same key in the thread is an IntegrityError).
 
     Unless `parallel`, a 409 while a reply of the thread is pending or streaming: looked at
     again after losing a race, so two prompts sent at once (a retried request beside its
@@ -182,7 +186,8 @@ def start_turn(thread: Thread, prompt: str | None, model: str | None = None,
         adopt_linear_thread(db.session, thread)
         leaf = thread.active_leaf_id
         turn = add_turn(thread, leaf if under is _END else under, prompt, model=model,
-                        follows=leaf, compare_with=compare_with, attachments=attachments)
+                        follows=leaf, compare_with=compare_with, attachments=attachments,
+                        request_key=request_key)
         if turn is not None:
             return turn
         db.session.refresh(thread)  # another prompt moved the path's end: look again
@@ -195,7 +200,8 @@ _ANY = object()
 
 def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
              model: str | None = None, follows=_ANY, compare_with: Sequence[str] = (),
-             attachments: Sequence[int] = ()) -> tuple[Message | None, Message] | None:
+             attachments: Sequence[int] = (),
+             request_key: str | None = None) -> tuple[Message | None, Message] | None:
     """Store a pending reply under `parent_id` (after a new prompt when `prompt` is given)
     and make it the thread's active leaf; the reply starts like any other. Its model is
     `model`, else the one the request asks for or the thread's (model_from_request).
@@ -219,7 +225,7 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
     user = None
     if prompt is not None:
         user = Message(thread_id=thread.id, parent_id=parent_id, role="user", content=prompt,
-                       status="complete", created_at=now)
+                       status="complete", created_at=now, request_key=request_key)
         db.session.add(user)
         db.session.flush()
         db.session.add_all(MessageUpload(message_id=user.id, upload_id=upload_id,
@@ -260,9 +266,11 @@ def add_turn(thread: Thread, parent_id: int | None, prompt: str | None, *,
     return user, reply
 
 
-def turn_json(user: Message, reply: Message) -> dict:
-    return {"messages": [user.to_json(), reply.to_json()], "user_message": user.to_json(),
-            "assistant_message": reply.to_json(),
+def turn_json(user: Message, reply: Message, text: str | None = None) -> dict:
+    """A turn as the API answers it; `text`: the reply's text so far, if it has any."""
+    user_json, reply_json = user.to_json(), reply.to_json(text)
+    return {"messages": [user_json, reply_json], "user_message": user_json,
+            "assistant_message": reply_json,
             "stream_url": url_for("stream.message_stream", message_id=reply.id)}
 
 
@@ -276,6 +284,9 @@ def message_create(thread_id: int):
     and becomes the thread's choice for the prompts after it.
     """
     thread = owned_thread(thread_id)
+    key = request_key_from_request()
+    if key is not None and (earlier := keyed_turn(thread, key)) is not None:
+        return turn_answer(thread, *earlier, replayed=True)  # stored the first time
     prompt = prompt_from_request()
     model = model_from_request(thread)
     models = compared_models_from_request(thread, model)
@@ -284,24 +295,72 @@ def message_create(thread_id: int):
     except HTTPException:
         db.session.rollback()  # nothing of a refused prompt is kept, its model choice included
         raise
-    user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:],
-                             attachments=files, parallel=flag_from_request("parallel"))
+    try:
+        user, reply = start_turn(thread, prompt, models[0], compare_with=models[1:],
+                                 attachments=files, parallel=flag_from_request("parallel"),
+                                 request_key=key)
+    except IntegrityError:
+        # The same key twice at once: the other request stored the prompt first.
+        db.session.rollback()
+        earlier = keyed_turn(thread, key) if key is not None else None
+        if earlier is None:
+            raise
+        return turn_answer(thread, *earlier, replayed=True)
+    return turn_answer(thread, user, turn_replies(user), replayed=False)
+
+
+REQUEST_KEY = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def request_key_from_request() -> str | None:
+    """The request's `Idempotency-Key` header, if any: 1 to 64 visible ASCII characters (a
+    UUID, say). A client that may send a prompt twice (a retry after a timeout, while the
+    first try may still be served) sends the same key both times, and the prompt is stored
+    once; the second answer is the first one's turn, marked `Idempotent-Replayed: true`."""
+    raw = request.headers.get("Idempotency-Key")
+    if raw is None:
+        return None
+    if not REQUEST_KEY.fullmatch(raw):
+        abort(400, description=N_("'Idempotency-Key' must be 1 to 64 visible ASCII characters."))
+    return raw
+
+
+def keyed_turn(thread: Thread, key: str) -> tuple[Message, list[Message]] | None:
+    """The prompt stored in `thread` with this Idempotency-Key, and the replies of its turn."""
+    user = db.session.scalar(select(Message).where(
+        Message.thread_id == thread.id, Message.role == "user", Message.request_key == key))
+    return None if user is None else (user, turn_replies(user))
+
+
+def turn_replies(user: Message) -> list[Message]:
+    """The replies stored with a prompt (one, or one per compared model), oldest first: not
+    the versions regenerated since."""
+    return list(db.session.scalars(select(Message).where(
+        Message.parent_id == user.id, Message.role == "assistant",
+        Message.created_at == user.created_at).order_by(Message.id)))
+
+
+def turn_answer(thread: Thread, user: Message, replies: list[Message], *, replayed: bool):
+    """The answer to a stored prompt: JSON (201), the new messages' fragments (htmx), or a
+    redirect to the thread."""
+    reply = replies[0]
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
     if wants_json():
-        body = turn_json(user, reply)
-        if len(models) > 1:
+        text = engine().current_text(reply, db.session) if replayed else None
+        body = turn_json(user, reply, text)
+        if len(replies) > 1:
             body["assistant_messages"] = [
                 {**m.to_json(), "stream_url": url_for("stream.message_stream", message_id=m.id)}
-                for m in db.session.scalars(select(Message).where(
-                    Message.parent_id == user.id, Message.role == "assistant")
-                    .order_by(Message.id))]
-        return jsonify(body), 201
+                for m in replies]
+        return jsonify(body), 201, headers
     if is_htmx():
         html = render_template("_messages.html", thread=thread, messages=[user, reply],
                                texts={user.id: user.content, reply.id: ""}, live="sse",
                                has_more=False, readonly=False, follow="auto",
-                               compare_grid=len(models) > 1)
+                               compare_grid=len(replies) > 1)
         # The title (from the first prompt) and the sidebar entry change too.
-        return html + render_template("_thread_changed.html", thread=thread, readonly=False)
+        return html + render_template("_thread_changed.html", thread=thread,
+                                      readonly=False), headers
     return redirect(url_for("pages.thread_show", thread_id=thread.id), code=303)
 
 
