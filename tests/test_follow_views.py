@@ -141,3 +141,45 @@ def test_a_websocket_frame_is_written_whole_to_a_client_that_reads_slowly():
             assert written == len(frame) and bytes(received) == frame
         else:  # what the library did before: a part, and the caller never knew
             assert written == len(received) < len(frame)
+
+
+class RecordingSocket:
+    """What the websocket library's server object offers the handler, recording closes."""
+
+    connected = True
+
+    def __init__(self):
+        self.sent, self.closed = [], []
+
+    def send(self, data):
+        self.sent.append(data)
+
+    def close(self, reason=None, message=None):
+        self.closed.append((reason, message))
+        self.connected = False
+
+
+@pytest.mark.parametrize("failure,code", [("database", 1013), ("other", 1011)])
+def test_a_failure_after_the_upgrade_closes_the_socket_it_never_answers_http_on_it(
+        app, token, thread_id, monkeypatch, caplog, failure, code):
+    # Past the upgrade an error page written on the socket reached the page as a broken
+    # frame ("rsv is not implemented" in a client): 192 followers in one soak, each time the
+    # database was saturated as a follower connected.
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    import views.sockets as sockets
+    from models import Thread, db
+
+    def fails(*args, **kwargs):
+        raise PoolTimeout("QueuePool limit reached") if failure == "database" else \
+            RuntimeError("a bug")
+
+    monkeypatch.setattr(sockets, "_state_frame", fails)
+    ws = RecordingSocket()
+    with app.test_request_context(f"/threads/{thread_id}/ws"):
+        from flask import g
+
+        g.thread = db.session.get(Thread, thread_id)
+        sockets.follow_thread(ws, thread_id)  # returns: nothing for the server to answer
+    assert ws.sent == [] and [reason for reason, _ in ws.closed] == [code]
+    assert ("Traceback" in caplog.text) == (failure == "other")  # a busy database is no bug

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import threading
 
@@ -11,6 +12,8 @@ from flask import Blueprint, Response, abort, current_app, g, render_template, r
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.routing.exceptions import WebsocketMismatch
 
@@ -129,30 +132,65 @@ class UpgradeRequired(HTTPException):
 @sock.route("/threads/<id:thread_id>/ws", bp=bp)
 def thread_socket(ws, thread_id: int) -> None:
     """Websocket: first frame is the thread's live state, then one fragment per change."""
+    follow_thread(ws, thread_id)
+
+
+BUSY_CLOSE = 1013  # RFC 6455 "try again later": the page reconnects
+FAILED_CLOSE = 1011  # "internal error"
+
+
+def follow_thread(ws, thread_id: int) -> None:
+    """Follow the thread on an open websocket until the client leaves.
+
+    Past the upgrade an HTTP error can no longer be answered: written on the socket, its
+    status line reaches the page as a broken frame. A database that is busy or away ends
+    the socket with 1013 (the page reconnects, and its next state frame has everything),
+    anything else with 1011.
+    """
+    try:
+        _follow(ws)
+    except (ConnectionClosed, OSError) as err:
+        # A tab closed or a network gone: normal for a follower, not an error.
+        log.debug("websocket follower of thread %s left: %s", thread_id, type(err).__name__)
+    except (DBAPIError, PoolTimeout) as err:
+        log.warning("websocket follower of thread %s sent away, the database is busy or "
+                    "away: %s", thread_id, getattr(err, "orig", None) or err)
+        _close(ws, BUSY_CLOSE, "The server is busy; reconnect.")
+    except Exception:
+        log.exception("websocket follower of thread %s failed", thread_id)
+        _close(ws, FAILED_CLOSE, "The server failed; reconnect.")
+    finally:
+        try:
+            db.session.rollback()
+        except Exception:  # the connection itself may be what failed
+            db.session.close()
+
+
+def _close(ws, code: int, message: str) -> None:
+    with contextlib.suppress(ConnectionClosed, OSError):
+        ws.close(reason=code, message=message)
+
+
+def _follow(ws) -> None:
     thread = g.thread
     readonly = not is_owner(thread)
     feeds = current_app.extensions["relay_feeds"]
     db.session.close()  # following may wait for the broker: hold no connection meanwhile
-    try:
-        with feeds.follow(thread.id, readonly, request.environ, language()) as follower:
-            frame = _state_frame(thread, readonly)
-            db.session.close()  # a slow client must not hold a connection while we send
-            ws.send(frame)
-            while ws.connected and not follower.dropped:
-                frame = follower.next_frame(RECEIVE_POLL_S)
-                if frame is not None:
-                    ws.send(frame)
-                elif follower.shut_out:
-                    # The share link was revoked: the last frame told the page; no more.
-                    ws.close(reason=1000, message="The share link was revoked.")
-                    break
-        if follower.dropped:
-            # Too far behind to catch up frame by frame: the page reconnects afresh.
-            ws.close(reason=1013, message="Too far behind; reconnect.")
-    except (ConnectionClosed, OSError) as err:
-        # A tab closed or a network gone: normal for a follower, not an error.
-        log.debug("websocket follower of thread %s left: %s", thread.id,
-                  type(err).__name__)
+    with feeds.follow(thread.id, readonly, request.environ, language()) as follower:
+        frame = _state_frame(thread, readonly)
+        db.session.close()  # a slow client must not hold a connection while we send
+        ws.send(frame)
+        while ws.connected and not follower.dropped:
+            frame = follower.next_frame(RECEIVE_POLL_S)
+            if frame is not None:
+                ws.send(frame)
+            elif follower.shut_out:
+                # The share link was revoked: the last frame told the page; no more.
+                ws.close(reason=1000, message="The share link was revoked.")
+                break
+    if follower.dropped:
+        # Too far behind to catch up frame by frame: the page reconnects afresh.
+        ws.close(reason=BUSY_CLOSE, message="Too far behind; reconnect.")
 
 
 def _state_frame(thread: Thread, readonly: bool) -> str:
