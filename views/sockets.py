@@ -53,10 +53,10 @@ class WholeSends:
     """The client's socket as the websocket library gets it, with a `send` that writes all
     it is given, one writer at a time.
 
-    simple-websocket (1.1.0) writes each frame with one `socket.send`, which may write only
-    part of it when the client's buffer is nearly full (a slow reader, a large frame):
-    the rest was dropped, and every frame after it was read as garbage ("rsv is not
-    implemented", seen by 224 websocket followers in one soak). Its own pongs and close
+    simple-websocket (1.1.0) writes each frame with one `socket.send`, which under gevent
+    may write only part of it when the client's buffer is nearly full (a slow reader, a
+    large frame): the rest would be dropped, and every later frame read as garbage
+    (tests/test_follow_views.py shows such a short write). Its own pongs and close
     frames, sent from its reader, go through the same lock, so frames never interleave.
     """
 
