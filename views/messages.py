@@ -306,7 +306,8 @@ def message_create(thread_id: int):
         if earlier is None:
             raise
         return turn_answer(thread, *earlier, replayed=True)
-    return turn_answer(thread, user, turn_replies(user), replayed=False)
+    return turn_answer(thread, user, turn_replies(user) if len(models) > 1 else [reply],
+                       replayed=False)
 
 
 REQUEST_KEY = re.compile(r"[\x21-\x7e]{1,64}")
