@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 
 import gevent
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +46,8 @@ class Periodic:
             gevent.sleep(self.interval_s * random.uniform(1 - self.jitter, 1 + self.jitter))
             try:
                 self._work()
+            except (DBAPIError, PoolTimeout) as err:
+                # A database busy or away is expected now and then: no traceback for it.
+                log.warning("%s failed: %s", self.name, getattr(err, "orig", None) or err)
             except Exception as err:
                 log.warning("%s failed: %s", self.name, err, exc_info=True)

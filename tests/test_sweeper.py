@@ -294,3 +294,33 @@ def test_a_stale_reply_keeps_its_reasoning_and_its_running_step_is_stopped(
     assert (stored.status, stored.content, stored.reasoning) == (INTERRUPTED, "partial",
                                                                  "thought")
     assert stored.steps == [steps[0], {**steps[1], "status": "aborted"}]
+
+
+@pytest.mark.parametrize("failure,traceback", [("database", False), ("bug", True)])
+def test_background_work_outlives_a_failure_and_logs_a_busy_database_without_a_traceback(
+        caplog, failure, traceback):
+    import gevent
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    from streaming.periodic import Periodic
+
+    calls = []
+
+    def work():
+        calls.append(True)
+        if len(calls) == 1:
+            raise PoolTimeout("QueuePool limit reached") if failure == "database" else \
+                KeyError("a bug")
+
+    periodic = Periodic(work, 0.01, name="sweep")
+    periodic.start()
+    try:
+        deadline = 200
+        while len(calls) < 3 and deadline:
+            gevent.sleep(0.01)
+            deadline -= 1
+    finally:
+        periodic.stop()
+    assert len(calls) >= 3  # the failure did not stop it
+    assert "sweep failed" in caplog.text
+    assert ("Traceback" in caplog.text) == traceback
