@@ -159,11 +159,7 @@ def follow_thread(ws, thread_id: int) -> None:
     except Exception:
         log.exception("websocket follower of thread %s failed", thread_id)
         _close(ws, FAILED_CLOSE, "The server failed; reconnect.")
-    finally:
-        try:
-            db.session.rollback()
-        except Exception:  # the connection itself may be what failed
-            db.session.close()
+    # The request's session is rolled back and removed at its teardown, as for any view.
 
 
 def _close(ws, code: int, message: str) -> None:
