@@ -44,6 +44,7 @@ class Subscription:
         self._queue: Queue = Queue(maxsize=maxsize)
         self._on_event = on_event
         self.dropped = 0
+        self._missed = False  # events were dropped: a RESYNC is owed once the queue drains
 
     def _offer(self, event: Event) -> None:
         if self._on_event is not None:
@@ -55,11 +56,17 @@ class Subscription:
         try:
             self._queue.put_nowait(event)
         except Full:
-            # A slow subscriber only loses wake-ups, and it refills gaps from the database.
+            # A slow subscriber only loses wake-ups: once it has read what is queued, it is
+            # told to re-read from the database what it follows (`get` hands it a RESYNC).
             self.dropped += 1
+            self._missed = True
 
     def get(self, timeout: float | None = None) -> Event | None:
-        """The next event, or None when `timeout` seconds pass without one."""
+        """The next event, or None when `timeout` seconds pass without one; after events
+        were dropped (a full queue), a RESYNC follows the ones that were kept."""
+        if self._missed and self._queue.empty():
+            self._missed = False
+            return dict(RESYNC)
         try:
             return self._queue.get(timeout=timeout)
         except Empty:

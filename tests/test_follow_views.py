@@ -183,3 +183,33 @@ def test_a_failure_after_the_upgrade_closes_the_socket_it_never_answers_http_on_
         sockets.follow_thread(ws, thread_id)  # returns: nothing for the server to answer
     assert ws.sent == [] and [reason for reason, _ in ws.closed] == [code]
     assert ("Traceback" in caplog.text) == (failure == "other")  # a busy database is no bug
+
+
+def test_a_resync_brings_the_end_and_the_turn_a_follower_missed(app, client, token,
+                                                                thread_id):
+    """The broker was away: a websocket follower showed the reply streaming, and heard
+    neither its end nor the next turn, asked and answered meanwhile. The resync's frame
+    has both: the reply complete, the new turn to append."""
+    from models import Message, db
+    from views.sockets import render_changes
+
+    def store(message_id: int, **values) -> None:
+        with app.app_context():
+            message = db.session.get(Message, message_id)
+            for key, value in values.items():
+                setattr(message, key, value)
+            db.session.commit()
+
+    first = send(client, token, thread_id, "one")["assistant_message"]["id"]
+    store(first, status="complete", content="the whole first answer")
+    later = send(client, token, thread_id, "two")
+    store(later["assistant_message"]["id"], status="complete", content="the second answer")
+    with app.test_request_context():
+        frame = render_changes(thread_id, [{"type": "resync", "messages": [first - 1, first]}],
+                               readonly=False)
+    assert 'data-status="complete"' in article(frame, first)
+    assert "the whole first answer" in frame
+    for message in (later["user_message"], later["assistant_message"]):
+        assert f'id="message-{message["id"]}"' in frame
+    assert "the second answer" in frame
+    assert 'hx-swap-oob="beforeend:#messages"' in frame  # appended where the page lacks it

@@ -446,3 +446,37 @@ def test_changes_rendered_while_the_database_is_away_reach_followers_once_it_is_
         assert f.next_frame(10) == "the reply's end"
     assert not failures
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_subscriber_that_fell_a_queue_behind_is_told_to_resync_after_what_it_kept():
+    hub = InProcessHub(queue_size=3)
+    with hub.subscribe("thread:1") as subscription:
+        for end in range(5):  # two more than the queue holds: the last two are dropped
+            hub.publish("thread:1", {"type": "persisted", "message": 7, "end": end})
+        got = [subscription.get(timeout=0) for _ in range(5)]
+    assert [e["end"] for e in got[:3]] == [0, 1, 2]
+    assert got[3] == RESYNC  # the end it may have lost is read again from the database
+    assert got[4] is None and subscription.dropped == 2
+
+
+def test_a_resync_renders_again_what_followers_may_show_live(app):
+    """A feed's followers showed reply 5 streaming; the broker was away while it ended: the
+    RESYNC it then gets names every message the followers may show, for render_changes."""
+    from views.feeds import FollowerFeeds
+
+    hub = InProcessHub()
+    rendered = []
+
+    def render(thread_id, events, readonly):
+        rendered.append(events)
+        return "frame"
+
+    feeds = FollowerFeeds(app, hub, render, queue_frames=4)
+    with feeds.follow(1, False, {"wsgi.url_scheme": "http", "HTTP_HOST": "relay.test"}) as f:
+        feeds.shown(1, [5, 4])  # its first frame: reply 5 streaming, after prompt 4
+        hub.publish("thread:1", {"type": "created", "messages": [8, 9]})
+        assert f.next_frame(10) == "frame"
+        hub.publish("thread:1", RESYNC)
+        assert f.next_frame(10) == "frame"
+    assert rendered[-1] == [{"type": "resync", "messages": [5, 4, 8, 9]}]
+    assert RESYNC == {"type": "resync"}  # the shared event itself is left as it was

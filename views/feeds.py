@@ -28,6 +28,10 @@ from streaming.hub import Event, Hub, Subscription
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64
+# The messages a feed's followers may show (seen in events, or in a follower's first
+# frame), newest last: after a RESYNC each is rendered again, so an end missed while the
+# broker was away, or while this feed fell behind, still reaches the pages.
+WATCHED_MESSAGES = 64
 # The database away (restarting) or saturated: the changes are rendered again, from the
 # state then, after these pauses (the last one repeats until it answers or the feed stops).
 RENDER_RETRY_S = (0.2, 0.5, 1.0, 2.0)
@@ -77,7 +81,25 @@ class ThreadFeed:
         self._environ = environ
         self._render = render
         self._rendering = False
+        self._watched: dict[int, None] = {}  # insertion-ordered: the newest last
         self._greenlet = gevent.spawn(self._run)
+
+    def watch(self, message_ids) -> None:
+        """Note messages the followers may show: a RESYNC renders them again."""
+        for message_id in message_ids:
+            self._watched.pop(message_id, None)
+            self._watched[message_id] = None
+        while len(self._watched) > WATCHED_MESSAGES:
+            del self._watched[next(iter(self._watched))]
+
+    def _noted(self, events: list[Event]) -> list[Event]:
+        """`events`, with each RESYNC naming the messages the followers may show."""
+        for event in events:
+            if isinstance(event.get("message"), int):
+                self.watch([event["message"]])
+            self.watch(i for i in event.get("messages") or () if isinstance(i, int))
+        return [{**event, "messages": list(self._watched)} if event.get("type") == "resync"
+                else event for event in events]
 
     def _run(self) -> None:
         while not self._stopped:
@@ -89,7 +111,7 @@ class ThreadFeed:
                 events.append(more)
             self._rendering = True
             try:
-                self._deliver(events)
+                self._deliver(self._noted(events))
             finally:
                 self._rendering = False
 
@@ -173,6 +195,12 @@ class FollowerFeeds:
             if not feed.followers and self._feeds.get(thread_id) is feed:
                 del self._feeds[thread_id]
                 feed.stop()
+
+    def shown(self, thread_id: int, message_ids) -> None:
+        """A follower's first frame showed these messages of `thread_id` (see `watch`)."""
+        feed = self._feeds.get(thread_id)
+        if feed is not None:
+            feed.watch(message_ids)
 
     def stats(self) -> dict[str, int]:
         return {"threads": len(self._feeds),

@@ -24,7 +24,7 @@ from streaming.hub import Event
 from .access import is_owner, readable_thread
 from .fragments import render_message, render_new_messages_oob, render_path_oob
 from .i18n import language
-from .pages import engine, message_page, message_texts, versions_of
+from .pages import engine, message_page, message_texts, messages_by_id, versions_of
 from .usage import render_thread_cost
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,8 @@ def _follow(ws) -> None:
     feeds = current_app.extensions["relay_feeds"]
     db.session.close()  # following may wait for the broker: hold no connection meanwhile
     with feeds.follow(thread.id, readonly, request.environ, language()) as follower:
-        frame = _state_frame(thread, readonly)
+        frame, shown = _state_frame(thread, readonly)
+        feeds.shown(thread.id, shown)  # a resync renders these again
         db.session.close()  # a slow client must not hold a connection while we send
         ws.send(frame)
         while ws.connected and not follower.dropped:
@@ -189,7 +190,9 @@ def _follow(ws) -> None:
         ws.close(reason=BUSY_CLOSE, message="Too far behind; reconnect.")
 
 
-def _state_frame(thread: Thread, readonly: bool) -> str:
+def _state_frame(thread: Thread, readonly: bool) -> tuple[str, list[int]]:
+    """The thread's live state, and the messages the page may show live after it: the
+    active ones and the newest of its path."""
     tree = ThreadTree.load(db.session, thread)
     path = tree.path() + compared_replies(db.session, tree.leaf)  # what the page shows
     parts = [render_template("_live_status.html", state="live"),
@@ -214,7 +217,7 @@ def _state_frame(thread: Thread, readonly: bool) -> str:
         texts = {m.id: engine().current_text(m, db.session) for m in shown}
         parts.append(render_new_messages_oob(thread, shown, texts, readonly=readonly,
                                              versions=versions_of(tree, shown)))
-    return "\n".join(parts)
+    return "\n".join(parts), [m.id for m in active] + path[-1:]
 
 
 def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
@@ -244,6 +247,7 @@ def render_changes(thread_id: int, events: list[Event], readonly: bool) -> str:
 def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
     created: list[int] = []
     changed: list[int] = []
+    resync: set[int] = set()
     renamed = False
     selected = False
     for event in events:
@@ -254,11 +258,10 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
             created += [i for i in event.get("messages", []) if i not in created]
         elif kind == "selected":  # another version of a turn became active
             selected = True
-        elif kind == "resync":  # events may have been lost: every active message again
-            changed += [m for m in db.session.scalars(
-                select(Message.id).where(Message.thread_id == thread.id,
-                                         Message.status.in_(ACTIVE_STATUSES)))
-                        if m not in changed]
+        elif kind == "resync":  # events may have been lost (see _resynced)
+            resync.update(event.get("messages") or ())
+            resync.add(0)
+            renamed = True  # the title may have changed unheard too
         elif "message" in event and event["message"] not in changed:
             changed.append(event["message"])
     tree = ThreadTree.load(db.session, thread)
@@ -289,6 +292,9 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
     elif renamed:
         parts.append(render_template("_thread_renamed.html", thread=thread, readonly=readonly,
                                      csrf_token=_no_token))
+    if resync:
+        parts.append(_resynced(thread, tree, resync, readonly))
+        changed = [i for i in changed if i not in resync]
     for message_id in changed:
         if message_id in created or message_id not in path:
             continue
@@ -296,9 +302,28 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         if message is not None and message.thread_id == thread.id:
             parts.append(_fragment(message, readonly, versions=versions_of(tree, [message]),
                                    csrf_token=_no_token))
-    if changed or created:  # the running total: from the estimate while a reply is written
+    if changed or created or resync:  # the running total: estimated while a reply is written
         parts.append(render_thread_cost(thread, oob=True))
     return "\n".join(parts)
+
+
+def _resynced(thread: Thread, tree: ThreadTree, watched: set[int], readonly: bool) -> str:
+    """After events may have been lost (the broker was away, or the feed fell behind): the
+    messages the page may show live (`watched`, or active now) and any newer than those,
+    among the path's newest page, appended where the page lacks them and brought up to
+    date where it has them. An end, or a whole turn, asked and answered meanwhile reaches
+    the page."""
+    newest = max(watched, default=0)
+    active = set(db.session.scalars(select(Message.id).where(
+        Message.thread_id == thread.id, Message.status.in_(ACTIVE_STATUSES))))
+    tail = tree.path()[-current_app.config["PAGE_SIZE"]:]
+    tail += [i for i in compared_replies(db.session, tree.leaf) if i not in tail]
+    messages = messages_by_id([i for i in tail if i > newest or i in watched or i in active])
+    if not messages:
+        return ""
+    texts = {m.id: engine().current_text(m, db.session) for m in messages}
+    return render_new_messages_oob(thread, messages, texts, readonly=readonly,
+                                   versions=versions_of(tree, messages), csrf_token=_no_token)
 
 
 def _path_fragment(thread: Thread, tree: ThreadTree, readonly: bool, **context) -> str:
