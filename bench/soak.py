@@ -244,12 +244,20 @@ class FollowerSeen:
     index: int
     last: dict[int, tuple[str, str]] = field(default_factory=dict)  # message -> status, text
     connected_at: dict[int, float] = field(default_factory=dict)  # thread -> last connect
+    replies_of: dict[int, set[int]] = field(default_factory=dict)  # thread -> replies seen
     # Polls whose text was not an extension of the poll before: (message, t before, t, chars
     # of the earlier text not kept)
     went_back: list[tuple[int, float, float, int, str]] = field(default_factory=list)
     seen_at: dict[int, float] = field(default_factory=dict)  # message -> time of last poll
     reconnects: int = 0
     errors: Counter = field(default_factory=Counter)
+
+    def settled(self, thread_id: int) -> int:
+        """The newest message of the thread before which this follower has seen every
+        reply end (0: none)."""
+        seen = self.replies_of.get(thread_id, set())
+        running = [i for i in seen if self.last[i][0] not in TERMINAL_STATUSES]
+        return min(running) - 1 if running else max(seen, default=0)
 
 
 def normal(text: str) -> str:
@@ -558,7 +566,10 @@ class Soak:
                 gevent.sleep(0.5)
                 continue
             try:
-                ws = websocket.create_connection(f"{base}/threads/{thread_id}/ws",
+                # As a page that polls what it missed while its socket was closed: the
+                # first frame brings every message after the last one seen at its end.
+                after = seen.settled(thread_id)
+                ws = websocket.create_connection(f"{base}/threads/{thread_id}/ws?after={after}",
                                                  cookie=client.cookie_header(),
                                                  timeout=REQUEST_TIMEOUT_S)
             except websocket.WebSocketBadStatusException as err:
@@ -588,6 +599,7 @@ class Soak:
                         break
                     for message_id, status, text in frame_replies(frame):
                         seen.last[message_id] = (status, text)
+                        seen.replies_of.setdefault(thread_id, set()).add(message_id)
             except (OSError, websocket.WebSocketException) as err:
                 seen.errors[f"{type(err).__name__}: {str(err)[:60]}"] += 1
             finally:

@@ -18,9 +18,41 @@ pytestmark = pytest.mark.server
 STATUS = re.compile(r'<article[^>]*id="message-(\d+)"[^>]*data-status="([a-z]+)"', re.S)
 
 
-def open_socket(server, client: RelayClient, thread_id: int) -> websocket.WebSocket:
-    url = server.base_url.replace("http://", "ws://") + f"/threads/{thread_id}/ws"
+def open_socket(server, client: RelayClient, thread_id: int,
+                query: str = "") -> websocket.WebSocket:
+    url = server.base_url.replace("http://", "ws://") + f"/threads/{thread_id}/ws{query}"
     return websocket.create_connection(url, cookie=client.cookie_header(), timeout=10)
+
+
+def test_a_socket_opened_after_a_turn_ended_gets_it_when_it_says_what_it_has(server,
+                                                                             upstream):
+    """A turn asked and answered between the page's load and its socket's opening (or while
+    the socket was closed) is in the first frame of a socket that says `after`."""
+    owner = RelayClient(server.base_url).open()
+    thread = owner.new_thread()
+    first = owner.send(thread, upstream.script(Reply.words("the first answer")))
+    terminal(owner, first["assistant_message"]["id"])
+    had = first["assistant_message"]["id"]  # what the page showed
+    later = owner.send(thread, upstream.script(Reply.words("answered before the socket")))
+    assert terminal(owner, later["assistant_message"]["id"])["status"] == "complete"
+    ws = open_socket(server, owner, thread, f"?after={had}")
+    try:
+        frame = ws.recv()
+    finally:
+        ws.close()
+    shown = dict(STATUS.findall(frame))
+    assert shown == {str(later["user_message"]["id"]): "complete",
+                     str(later["assistant_message"]["id"]): "complete"}
+    assert "answered before the socket" in frame
+    ws = open_socket(server, owner, thread)  # without `after`: the live state only
+    try:
+        assert STATUS.findall(ws.recv()) == []
+    finally:
+        ws.close()
+    for bad in ("abc", "-1", "9" * 40):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            open_socket(server, owner, thread, f"?after={bad}")
+        assert refused.value.status_code == 400
 
 
 def test_websocket_follower_gets_state_then_fragments_until_complete(server, upstream):

@@ -24,7 +24,7 @@ from streaming.hub import Event
 from .access import is_owner, readable_thread
 from .fragments import render_message, render_new_messages_oob, render_path_oob
 from .i18n import language
-from .pages import engine, message_page, message_texts, messages_by_id, versions_of
+from .pages import engine, id_arg, message_page, message_texts, messages_by_id, versions_of
 from .usage import render_thread_cost
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def _check_access() -> None:
         abort(404)
     check_upgrade(request.headers)
     readable_thread(thread_id)
+    id_arg("after")  # a malformed one is a 400 before the upgrade
     for key in SERVER_SOCKETS:  # the socket the websocket library will take (below)
         if key in request.environ and not isinstance(request.environ[key], WholeSends):
             request.environ[key] = WholeSends(request.environ[key])
@@ -173,7 +174,7 @@ def _follow(ws) -> None:
     feeds = current_app.extensions["relay_feeds"]
     db.session.close()  # following may wait for the broker: hold no connection meanwhile
     with feeds.follow(thread.id, readonly, request.environ, language()) as follower:
-        frame, shown = _state_frame(thread, readonly)
+        frame, shown = _state_frame(thread, readonly, id_arg("after"))
         feeds.shown(thread.id, shown)  # a resync renders these again
         db.session.close()  # a slow client must not hold a connection while we send
         ws.send(frame)
@@ -190,9 +191,15 @@ def _follow(ws) -> None:
         ws.close(reason=BUSY_CLOSE, message="Too far behind; reconnect.")
 
 
-def _state_frame(thread: Thread, readonly: bool) -> tuple[str, list[int]]:
+def _state_frame(thread: Thread, readonly: bool,
+                 after: int | None = None) -> tuple[str, list[int]]:
     """The thread's live state, and the messages the page may show live after it: the
-    active ones and the newest of its path."""
+    active ones and the newest of its path.
+
+    `after`: the newest message the page had when it was rendered (its socket's URL says
+    so). Every message of the path since then comes too, so a turn asked and answered
+    before the socket opened (or while it was closed) reaches the page.
+    """
     tree = ThreadTree.load(db.session, thread)
     path = tree.path() + compared_replies(db.session, tree.leaf)  # what the page shows
     parts = [render_template("_live_status.html", state="live"),
@@ -207,11 +214,15 @@ def _state_frame(thread: Thread, readonly: bool) -> tuple[str, list[int]]:
         select(Message).where(Message.thread_id == thread.id,
                               Message.status.in_(ACTIVE_STATUSES)).order_by(Message.id))
               if m.id in path]
+    if after is not None:
+        newer = [i for i in path[-current_app.config["PAGE_SIZE"]:] if i > after]
+        active = sorted({m.id: m for m in [*active, *messages_by_id(newer)]}.values(),
+                        key=lambda m: m.id)
     if active:
         # With the prompts they answer: appended if the page does not show them yet (sent
         # while it was not listening), swapped in where it does (the page updates its copies).
         prompts = [db.session.get(Message, reply.parent_id) for reply in active
-                   if reply.parent_id is not None]
+                   if reply.role == "assistant" and reply.parent_id is not None]
         shown = sorted({m.id: m for m in [*prompts, *active] if m is not None}.values(),
                        key=lambda m: m.id)
         texts = {m.id: engine().current_text(m, db.session) for m in shown}
