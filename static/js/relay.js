@@ -396,6 +396,30 @@
     });
   });
 
+  // Each (re)connection says what the page has: its first frame brings every message of the
+  // thread since then, so a turn asked and answered while the page loaded, or while its
+  // socket was closed, is not missed. A reply shown running counts as not had yet.
+  function pageHas() {
+    var had = 0, running = Infinity;
+    document.querySelectorAll("#messages article.message[data-message-id]").forEach(function (a) {
+      var id = parseInt(a.getAttribute("data-message-id"), 10);
+      if (!(id > 0)) return;
+      had = Math.max(had, id);
+      if (a.matches(ACTIVE)) running = Math.min(running, id - 1);
+    });
+    return Math.min(had, running);
+  }
+  var openSocket = htmx.createWebSocket;
+  if (openSocket) {
+    htmx.createWebSocket = function (url) {
+      var target = new URL(url, location.href);
+      if (/\/threads\/\d+\/ws$/.test(target.pathname)) {
+        target.searchParams.set("after", String(pageHas()));
+      }
+      return openSocket(target.toString());
+    };
+  }
+
   document.addEventListener("htmx:wsOpen", function () { setLiveStatus("live", t("Live")); });
   ["htmx:wsClose", "htmx:wsError"].forEach(function (name) {
     document.addEventListener(name, function () {

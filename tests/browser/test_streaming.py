@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -209,3 +210,25 @@ def test_a_follower_that_missed_a_new_turn_gets_it_when_its_websocket_comes_back
     users = follower.locator('article.message[data-role="user"] .message-body')
     assert users.all_text_contents() == [prompt]
     assert done["count"] == 1
+
+
+def test_a_turn_asked_and_answered_before_the_websocket_opened_is_shown(context, upstream):
+    """Between a page's load and its websocket's opening, another tab asks and gets a whole
+    (short) reply: the socket says what the page has, and its first frame brings the turn."""
+    asker = context.new_page()
+    thread = new_thread(asker)
+    held = []
+    follower = context.new_page()
+    # The follower's socket reaches the server only once the turn has ended.
+    follower.route_web_socket(re.compile(r"/threads/\d+/ws"), lambda ws: held.append(ws))
+    follower.goto(thread)
+    wait_until(lambda: held, what="the follower's websocket to be opened", page=follower)
+    prompt = upstream.script(Reply.words("A short answer, over before the socket opened."))
+    reply = send_prompt(asker, prompt)
+    wait_for_reply(asker, reply, ("complete",))
+    held[0].connect_to_server()
+    done = wait_for_reply(follower, reply, ("complete",), timeout=20)
+    assert norm(done["text"]) == "A short answer, over before the socket opened."
+    users = follower.locator('article.message[data-role="user"] .message-body')
+    assert users.all_text_contents() == [prompt]
+    assert "after=0" in held[0].url  # the page had no message yet
