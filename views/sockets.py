@@ -196,9 +196,10 @@ def _state_frame(thread: Thread, readonly: bool,
     """The thread's live state, and the messages the page may show live after it: the
     active ones and the newest of its path.
 
-    `after`: the newest message the page had when it was rendered (its socket's URL says
-    so). Every message of the path since then comes too, so a turn asked and answered
-    before the socket opened (or while it was closed) reaches the page.
+    `after` (the socket's `?after=`): the message up to which the page has everything, its
+    newest or the one before the first reply it shows running. Every message of the path
+    since comes too, so a turn asked and answered before the socket opened (or while it
+    was closed) reaches the page.
     """
     tree = ThreadTree.load(db.session, thread)
     path = tree.path() + compared_replies(db.session, tree.leaf)  # what the page shows
