@@ -250,6 +250,7 @@ class FollowerSeen:
     went_back: list[tuple[int, float, float, int, str]] = field(default_factory=list)
     seen_at: dict[int, float] = field(default_factory=dict)  # message -> time of last poll
     reconnects: int = 0
+    frames: int = 0  # websocket frames received, or poll answers read
     errors: Counter = field(default_factory=Counter)
 
     def settled(self, thread_id: int) -> int:
@@ -307,6 +308,7 @@ class Soak:
         self.loading = True  # slots post new prompts
         self.following = True  # followers keep following
         self.rss: dict[int, list[tuple[float, int]]] = {}
+        self.fds: dict[int, list[tuple[float, int]]] = {}  # pid -> (t, open fds)
         self.model: RemoteModel | None = None
         self.pg: PrivatePostgres | None = None
         self.redis: RedisServer | None = None
@@ -597,6 +599,7 @@ class Soak:
                         continue
                     if not frame:
                         break
+                    seen.frames += 1
                     for message_id, status, text in frame_replies(frame):
                         seen.last[message_id] = (status, text)
                         seen.replies_of.setdefault(thread_id, set()).add(message_id)
@@ -619,6 +622,7 @@ class Soak:
                 continue
             found = self.message(client, message_id)
             if found is not None:
+                seen.frames += 1
                 before = seen.last.get(message_id)
                 text = found["content"]
                 if before is not None and not text.startswith(before[1]) and \
@@ -685,9 +689,11 @@ class Soak:
     def sample_rss(self) -> None:
         while self.following:
             for pid in self.workers():
-                rss = memory_of(pid)["vm_rss_kib"]
-                if rss:
-                    self.rss.setdefault(pid, []).append((self.now(), rss))
+                reading, now = memory_of(pid), self.now()
+                if reading["vm_rss_kib"]:
+                    self.rss.setdefault(pid, []).append((now, reading["vm_rss_kib"]))
+                if reading["fds"] is not None:
+                    self.fds.setdefault(pid, []).append((now, reading["fds"]))
             gevent.sleep(5)
 
     # -- the phases ------------------------------------------------------------------------
@@ -936,6 +942,9 @@ def check(soak: Soak, readings: dict[str, Any]) -> dict[str, Any]:
                           "missed_end": missed, "polls_that_lost_text_to_a_kill":
                           len(lost_to_kills), "most_chars_lost": max(lost_to_kills, default=0),
                           "reconnects": sum(f.reconnects for f in soak.followers),
+                          "ws_frames": sum(f.frames for f in soak.followers if f.kind == "ws"),
+                          "poll_answers": sum(f.frames for f in soak.followers
+                                              if f.kind == "poll"),
                           "errors": dict(sum((f.errors for f in soak.followers), Counter()))},
             "faults": soak.faults, "server_errors": dict(causes),
             # Requests that got no status at all: timed out (REQUEST_TIMEOUT_S) or cut.
@@ -943,6 +952,7 @@ def check(soak: Soak, readings: dict[str, Any]) -> dict[str, Any]:
             "statuses": {f"{w} {s}": n for (w, s), n in sorted(soak.statuses.counts.items())},
             "rss": rss_lives, "idle_before": base, "idle_after": after,
             "rss_samples": {str(pid): samples for pid, samples in soak.rss.items()},
+            "fd_samples": {str(pid): samples for pid, samples in soak.fds.items()},
             "log_findings": len(findings), "log_sample": noteworthy[:25],
             "model_peak_streams": soak.model.max_active_streams,
             "prompts_sent_again_and_found_stored": soak.replayed,
@@ -960,6 +970,11 @@ def render(result: dict[str, Any]) -> None:
     print("RSS per worker life after warm-up:")
     for life in result["rss"]:
         print(f"  {life}")
+    print("RSS (MiB) and open fds per worker, every 30 s:")
+    for pid, samples in result["rss_samples"].items():
+        fds = dict(result["fd_samples"].get(pid, []))
+        print(f"  {pid}: " + "  ".join(
+            f"t={t:.0f} {kib / 1024:.0f}/{fds.get(t, '?')}" for t, kib in samples[::6]))
     print("idle before:", json.dumps(result["idle_before"]))
     print("idle after: ", json.dumps(result["idle_after"]))
     print(f"gunicorn log: {result['log_findings']} lines of note")
