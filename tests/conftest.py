@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from hypothesis import settings
 
 from app import create_app
 from bench.fake_anthropic import FakeAnthropic
@@ -22,6 +23,11 @@ from streaming.sse import decode_delta
 from tests.services import NginxProxy, PostgresCluster, RedisServer, nginx_binary
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+# Property tests are judged on what they find, never on how long an example took: on a busy
+# machine Hypothesis's default 200 ms deadline fails correct code.
+settings.register_profile("relay", deadline=None)
+settings.load_profile("relay")
 
 
 def need_service(name: str, reason: str) -> None:
