@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 _WORD = re.compile(r"\s*\S+\s*")
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _AZURE_CHAT = re.compile(r"/openai/deployments/[^/]+/chat/completions")
+HOLD_TIMEOUT_S = 60.0
 STREAM_REFUSED = "Streaming is not supported by this server: set 'stream' to false."
 _CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 
@@ -54,6 +55,10 @@ class Reply:
     retry_after: str | None = None  # Retry-After header value on an error status
     error_after: int | None = None  # after this many tokens send an error event and end
     drop_after: int | None = None  # after this many tokens close the socket mid-body
+    # Before token `hold_at`, wait (at most HOLD_TIMEOUT_S) until `hold` is set: a test lets
+    # the rest of a reply go once a page shows its first part (OpenAI wire format only).
+    hold: threading.Event | None = None
+    hold_at: int | None = None
 
     @classmethod
     def words(cls, text: str, **kw: Any) -> Reply:
@@ -550,6 +555,8 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._pause(reply.first_token_delay_s if i == 0 else reply.token_delay_s):
                 self._client_gone(record)
                 return
+            if i == reply.hold_at and reply.hold is not None:
+                reply.hold.wait(HOLD_TIMEOUT_S)
             if i == reply.drop_after:
                 self._drop(record)
                 return

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import gzip
 import re
+import threading
 
 import pytest
+
+from bench.fake_upstream import Reply, split_words
 
 from .conftest import (
     ROOT,
@@ -85,15 +88,27 @@ def drawn(page, article: str) -> bool:
     return page.evaluate(SHOWN_JS, article)["state"] == "drawn"
 
 
-def test_math_is_live_and_the_diagram_is_drawn_only_when_its_fence_is_complete(context, model):
+def test_math_is_live_and_the_diagram_is_drawn_only_when_its_fence_is_complete(context,
+                                                                             upstream):
     page = context.new_page()
     thread = new_thread(page)
     wait_live(page, "the thread's websocket")
     follower, poller = open_followers(context, thread)
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
-    article = send_prompt(page, model.script(REPLY, token_delay_s=0.03))
+    # The model holds the words after the diagram until the page has drawn it, however long
+    # drawing takes: the reply's end (below) is then measured on its own.
+    drawn_meanwhile = threading.Event()
+    head = REPLY[:REPLY.index("A few more words")]
+    reply = Reply(tokens=split_words(REPLY), token_delay_s=0.03, hold=drawn_meanwhile,
+                  hold_at=len(split_words(head)))
+    article = send_prompt(page, upstream.script(reply))
     page.evaluate(SAMPLER_JS, article)
+    try:
+        wait_until(lambda: drawn(page, article), timeout=30,
+                   what="the diagram drawn once its fence closed, the reply still running")
+    finally:
+        drawn_meanwhile.set()
     samples = samples_until_done(page, article)
     streaming = [s for s in samples if s["status"] == "streaming"]
     assert len(streaming) > 20, "the reply was not seen streaming"
