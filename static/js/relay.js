@@ -560,7 +560,22 @@
     if (!press || evt.pointerId !== press.pointer) return;
     if (Math.abs(evt.clientX - press.x) > STILL_PX || Math.abs(evt.clientY - press.y) > STILL_PX) return;
     var under = evt.target.closest && evt.target.closest('button[data-action="cancel"]');
-    if (under === press.button) return; // still under the pointer: the browser clicks it
+    if (under === press.button) {
+      // Still under the pointer: the browser clicks it now. Not always, though, when frames
+      // moved it into new copies of the reply while it was held: then this release does.
+      var clicked = false;
+      var saw = function (e) {
+        if (e.target.closest && e.target.closest('button[data-action="cancel"]') === under) {
+          clicked = true;
+        }
+      };
+      document.addEventListener("click", saw, true);
+      setTimeout(function () {
+        document.removeEventListener("click", saw, true);
+        if (!clicked && under.isConnected && !under.disabled) under.click();
+      }, 0);
+      return;
+    }
     var article = document.getElementById(press.article);
     var button = article && article.querySelector('button[data-action="cancel"]');
     if (button && !button.disabled) button.click();

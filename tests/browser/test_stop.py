@@ -205,6 +205,34 @@ def test_a_slow_press_on_stop_stops_the_reply_in_every_kind_of_tab(new_context, 
         f"{(tab, seen, message['status'])}\n{click_log(clicker)}"
 
 
+# A press and release on Stop that the browser does not turn into a click, as Chromium now
+# and then does when frames moved the button into new copies of the reply while it was held.
+PRESS_WITHOUT_CLICK_JS = """(reply) => {
+  const button = document.querySelector(`#${reply} button[data-action="cancel"]`);
+  const box = button.getBoundingClientRect();
+  const at = {bubbles: true, composed: true, isPrimary: true, pointerId: 1, button: 0,
+              clientX: box.x + box.width / 2, clientY: box.y + box.height / 2};
+  button.dispatchEvent(new PointerEvent("pointerdown", at));
+  button.dispatchEvent(new PointerEvent("pointerup", at));
+}"""
+
+
+def test_a_release_on_stop_that_the_browser_does_not_click_still_stops_the_reply(
+        new_context, model):
+    context = new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    new_thread(page)
+    follower = context.new_page()
+    follower.goto(page.url)
+    wait_live(follower, "the follower's websocket")
+    reply = send_prompt(page, model.script(words(400), token_delay_s=0.03))
+    wait_until(lambda: (s := reply_state(follower, reply)) and s["cancel"],
+               what=f"{reply} streaming in the follower")
+    follower.evaluate(PRESS_WITHOUT_CLICK_JS, reply)
+    state, _ = watch_until_ended(follower, reply)
+    assert state["status"] == stored(follower, reply)["status"] == "aborted"
+
+
 def test_a_focused_stop_keeps_the_focus_while_the_reply_streams(new_context, model):
     """A keyboard user who tabs to Stop in a following tab can press Enter seconds later:
     the updates of the reply do not take the focus away."""
