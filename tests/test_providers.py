@@ -547,7 +547,11 @@ def test_fake_stats_endpoint(fake, provider):
 def test_fake_sustains_many_concurrent_streams():
     streams = 120
     tokens = [f"w{i} " for i in range(10)]
-    with FakeUpstream(default_reply=lambda body: Reply(tokens=tokens, token_delay_s=0.05)) as up:
+    # Every stream holds after its first token until all of them are open at once, however
+    # slowly a busy machine starts the clients.
+    all_open = threading.Event()
+    with FakeUpstream(default_reply=lambda body: Reply(
+            tokens=tokens, token_delay_s=0.05, hold=all_open, hold_at=1)) as up:
         results: list[str] = []
         gate = threading.Barrier(streams)
 
@@ -561,11 +565,15 @@ def test_fake_sustains_many_concurrent_streams():
         workers = [threading.Thread(target=client, daemon=True) for _ in range(streams)]
         for w in workers:
             w.start()
+        deadline = time.monotonic() + PATIENCE_S * 3
+        while up.active_streams < streams and time.monotonic() < deadline:
+            time.sleep(0.01)
+        all_open.set()
         for w in workers:
             w.join(PATIENCE_S * 3)
         assert len(results) == streams
         assert all(r.endswith("data: [DONE]\n\n") and r.count("w9 ") == 1 for r in results)
-        assert up.max_active_streams >= 100
+        assert up.max_active_streams == streams
         assert all(up.wait_for_outcome(r, PATIENCE_S) == "complete" for r in up.requests)
 
 
