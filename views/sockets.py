@@ -226,9 +226,7 @@ def _state_frame(thread: Thread, readonly: bool,
                    if reply.role == "assistant" and reply.parent_id is not None]
         shown = sorted({m.id: m for m in [*prompts, *active] if m is not None}.values(),
                        key=lambda m: m.id)
-        texts = {m.id: engine().current_text(m, db.session) for m in shown}
-        parts.append(render_new_messages_oob(thread, shown, texts, readonly=readonly,
-                                             versions=versions_of(tree, shown)))
+        parts.append(_appended(thread, tree, shown, readonly))
     return "\n".join(parts), [m.id for m in active] + path[-1:]
 
 
@@ -293,10 +291,7 @@ def _changes_frame(thread: Thread, events: list[Event], readonly: bool) -> str:
         messages = list(db.session.scalars(
             select(Message).where(Message.id.in_(created), Message.thread_id == thread.id)
             .order_by(Message.id)))
-        texts = {m.id: engine().current_text(m, db.session) for m in messages}
-        parts.append(render_new_messages_oob(thread, messages, texts, readonly=readonly,
-                                             versions=versions_of(tree, messages),
-                                             csrf_token=_no_token))
+        parts.append(_appended(thread, tree, messages, readonly, csrf_token=_no_token))
     if created:
         # A first prompt names the thread; a new turn moves it to the top of the list.
         parts.append(render_template("_thread_changed.html", thread=thread,
@@ -333,9 +328,16 @@ def _resynced(thread: Thread, tree: ThreadTree, watched: set[int], readonly: boo
     messages = messages_by_id([i for i in tail if i > newest or i in watched or i in active])
     if not messages:
         return ""
+    return _appended(thread, tree, messages, readonly, csrf_token=_no_token)
+
+
+def _appended(thread: Thread, tree: ThreadTree, messages: list[Message], readonly: bool,
+              **context) -> str:
+    """`messages` with their freshest text, appended where the page lacks them and brought
+    up to date where it has them."""
     texts = {m.id: engine().current_text(m, db.session) for m in messages}
     return render_new_messages_oob(thread, messages, texts, readonly=readonly,
-                                   versions=versions_of(tree, messages), csrf_token=_no_token)
+                                   versions=versions_of(tree, messages), **context)
 
 
 def _path_fragment(thread: Thread, tree: ThreadTree, readonly: bool, **context) -> str:
